@@ -1,0 +1,16 @@
+"""minilora: LoRA from the ground up in NumPy.
+
+An autograd engine (tensor.py, function.py, ops.py), gradient checking (gradcheck.py), a GPT-2
+transformer (nn/), LoRA with a hand-derived backward (lora/), SVD rank analysis (rank.py),
+optimizers, data, training, and a CLI. This file only re-exports the public names.
+"""
+from . import ops
+from . import ops as F
+from .function import Function, unbroadcast
+from .gradcheck import GradcheckError, check_function, check_grad, check_vjp, compare, numerical_grad
+from .tensor import Tensor, is_grad_enabled, no_grad, tensor
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "Function", "unbroadcast", "ops", "F",
+           "numerical_grad", "check_grad", "check_vjp", "check_function", "compare", "GradcheckError"]

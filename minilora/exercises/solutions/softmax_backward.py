@@ -1,0 +1,7 @@
+"""Reference solution: vector-Jacobian product of softmax, dx = y * (g - sum(g * y))."""
+import numpy as np
+
+
+def softmax_backward(y, g):
+    dot = np.sum(g * y, axis=-1, keepdims=True)  # (..., 1) the row-wise <g, y>
+    return y * (g - dot)                          # (..., V)

@@ -1,0 +1,238 @@
+"""Figures for the rank analysis and training runs, written as PNG files.
+
+matplotlib is imported inside each function, never at module import: the core of minilora needs
+only numpy and never a display. The figures are built with ``matplotlib.figure.Figure`` directly
+rather than through ``pyplot``: no GUI backend is chosen or needed, no global figure state is kept
+(nothing to close, nothing leaks between calls), and it works headless whatever MPLBACKEND says.
+A notebook can show the result with ``IPython.display.Image(path)``.
+
+Every function writes its PNG atomically (a temporary file in the same folder, then ``os.replace``),
+creates the parent folder if needed, and returns the path as a ``str``.
+
+Figures follow LoRA (Hu et al. 2021, arXiv:2106.09685): singular spectra of ΔW (§7), the subspace
+similarity heatmap φ(i, j) of §7.2 / Fig. 3 beside the random baseline max(i, j)/d, validation loss
+against the rank r (§7.2, Tables 6 and 18 style).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from . import rank as _rank
+
+__all__ = [
+    "plot_spectrum",
+    "plot_cumulative_energy",
+    "plot_subspace_heatmap",
+    "plot_loss_vs_rank",
+    "plot_loss_curves",
+]
+
+
+def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _save_atomic(fig, path) -> str:
+    """Render ``fig`` as PNG to ``path`` via a temp file in the same folder and os.replace."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        fig.clear()
+    return path
+
+
+def _check_mapping(obj, name: str, fn: str) -> dict:
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"{fn}: {name} must be a non-empty dict name -> data, got {type(obj).__name__}")
+    return obj
+
+
+def _as_1d(x, name: str, fn: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{fn}: {name} could not be converted to an array: {e}") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{fn}: {name} must be real numeric, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{fn}: {name} must be a non-empty 1-D array, got shape {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def plot_spectrum(spectra, path, log=True, title="Singular values") -> str:
+    """Plot singular values σ_k against k, one line per entry.
+
+    Args: ``spectra`` dict name -> (n,) spectrum or 2-D matrix (its singular values are used, as in
+    :mod:`minilora.rank`); ``path`` output PNG; ``log`` log-scale y axis (zeros are dropped there);
+    ``title``. Returns: ``path`` as str. Raises: ValueError / TypeError for bad spectra or an empty
+    dict.
+    """
+    fn = "plot_spectrum"
+    _check_mapping(spectra, "spectra", fn)
+    fig, (ax,) = _new_figure()
+    for name, s in spectra.items():
+        s = _rank._spectrum(s, fn, name=f"spectra[{name!r}]").astype(np.float64)
+        k = np.arange(1, s.size + 1)
+        keep = s > 0 if log else np.ones(s.size, dtype=bool)
+        ax.plot(k[keep], s[keep], marker="o", markersize=3, label=str(name))
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("index k")
+    ax.set_ylabel("singular value σ_k")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save_atomic(fig, path)
+
+
+def plot_cumulative_energy(spectra, path, title="Cumulative energy", threshold=0.9) -> str:
+    """Plot the energy fraction Σ_{i<=k} σ_i² / Σ σ_i² against k, with a line at ``threshold``.
+
+    Args: ``spectra`` dict name -> spectrum or 2-D matrix; ``path``; ``title``; ``threshold`` in
+    (0, 1] or None for no line. Returns: ``path`` as str.
+    Raises: ValueError / TypeError for bad spectra or an empty dict.
+    """
+    fn = "plot_cumulative_energy"
+    _check_mapping(spectra, "spectra", fn)
+    fig, (ax,) = _new_figure()
+    for name, s in spectra.items():
+        s = _rank._spectrum(s, fn, name=f"spectra[{name!r}]").astype(np.float64)
+        k = np.arange(1, s.size + 1)
+        if s[0] == 0:
+            frac = np.ones(s.size)
+        else:
+            cum = np.cumsum((s / s[0]) ** 2)
+            frac = cum / cum[-1]
+        ax.plot(k, frac, marker="o", markersize=3, label=str(name))
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", linestyle="--", linewidth=1,
+                   label=f"{threshold:.0%} of the energy")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("k (top singular values kept)")
+    ax.set_ylabel("fraction of Σσ² kept")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save_atomic(fig, path)
+
+
+def plot_subspace_heatmap(grid, path, title="Subspace similarity φ(i, j)", baseline=None,
+                          xlabel="j", ylabel="i") -> str:
+    """Heatmap of a φ grid (from :func:`minilora.rank.subspace_similarity_grid`), as LoRA Fig. 3.
+
+    Entry [i-1, j-1] is drawn at row i, column j, colour scale fixed to [0, 1].
+    Args: ``grid`` (max_i, max_j) values in [0, 1]; ``path``; ``title``; ``baseline`` None, a
+    scalar or an array broadcastable to the grid (e.g.
+    :func:`minilora.rank.random_subspace_baseline_grid`): if given, a second panel shows
+    grid - baseline on a diverging scale, so the structure above chance stands out.
+    Returns: ``path`` as str. Raises: ValueError for a grid that is not 2-D or not finite, or a
+    baseline that does not broadcast (both shapes named).
+    """
+    fn = "plot_subspace_heatmap"
+    grid = _rank._as_matrix(grid, "grid", fn).astype(np.float64)
+    n_i, n_j = grid.shape
+    extent = (0.5, n_j + 0.5, n_i + 0.5, 0.5)
+    panels = [(grid, title, "viridis", 0.0, 1.0, "φ")]
+    if baseline is not None:
+        base = _rank._as_array(baseline, "baseline", fn, (0, 1, 2)).astype(np.float64)
+        try:
+            excess = grid - base
+        except ValueError:
+            raise ValueError(
+                f"{fn}: baseline of shape {base.shape} does not broadcast to grid {grid.shape}"
+            ) from None
+        if excess.shape != grid.shape:
+            raise ValueError(f"{fn}: baseline {base.shape} changes the grid shape {grid.shape}")
+        m = max(float(np.max(np.abs(excess))), 1e-12)
+        panels.append((excess, "φ minus random baseline max(i, j)/d", "RdBu_r", -m, m, "Δφ"))
+    fig, axes = _new_figure(ncols=len(panels), width=5.0, height=4.2)
+    for ax, (data, ttl, cmap, vmin, vmax, label) in zip(axes, panels):
+        im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent, aspect="auto",
+                       interpolation="nearest")
+        ax.set_title(ttl)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        fig.colorbar(im, ax=ax, label=label)
+    return _save_atomic(fig, path)
+
+
+def plot_loss_vs_rank(ranks, losses, path, full_ft_loss=None, title="Validation loss vs LoRA rank",
+                      ylabel="validation loss") -> str:
+    """Loss against LoRA rank r (log2 x axis), with an optional full fine-tuning reference line.
+
+    Args: ``ranks`` (n,) positive ints; ``losses`` (n,) finite; ``path``; ``full_ft_loss`` float
+    or None. Returns: ``path`` as str. Raises: ValueError for mismatched lengths (both named),
+    non-positive ranks or non-finite values; TypeError for non-numeric input.
+    """
+    fn = "plot_loss_vs_rank"
+    ranks = _as_1d(ranks, "ranks", fn)
+    losses = _as_1d(losses, "losses", fn)
+    if ranks.shape != losses.shape:
+        raise ValueError(f"{fn}: ranks {ranks.shape} and losses {losses.shape} differ in length")
+    if not (np.all(np.isfinite(ranks)) and np.all(ranks > 0)):
+        raise ValueError(f"{fn}: ranks must be positive and finite, got {ranks}")
+    if not np.all(np.isfinite(losses)):
+        raise ValueError(f"{fn}: losses contain NaN or inf: {losses}")
+    order = np.argsort(ranks)
+    fig, (ax,) = _new_figure()
+    ax.plot(ranks[order], losses[order], marker="o", label="LoRA")
+    if full_ft_loss is not None:
+        ax.axhline(float(full_ft_loss), color="gray", linestyle="--", label="full fine-tuning")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ranks[order])
+    ax.set_xticklabels([f"{r:g}" for r in ranks[order]])
+    ax.set_xlabel("rank r")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save_atomic(fig, path)
+
+
+def plot_loss_curves(curves, path, title="Loss", ylabel="loss", log=False) -> str:
+    """Loss curves, one line per run: ``curves`` dict name -> (steps, losses).
+
+    Args: ``curves`` non-empty dict of pairs of equal-length 1-D arrays; ``path``; ``title``;
+    ``ylabel``; ``log`` log-scale y. Returns: ``path`` as str. Raises: ValueError for an empty dict,
+    a value that is not a pair, or lengths that differ (both named); TypeError for non-numeric data.
+    """
+    fn = "plot_loss_curves"
+    _check_mapping(curves, "curves", fn)
+    fig, (ax,) = _new_figure()
+    for name, pair in curves.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"{fn}: curves[{name!r}] must be a pair (steps, losses)")
+        steps = _as_1d(pair[0], f"curves[{name!r}] steps", fn)
+        losses = _as_1d(pair[1], f"curves[{name!r}] losses", fn)
+        if steps.shape != losses.shape:
+            raise ValueError(
+                f"{fn}: curves[{name!r}]: steps {steps.shape} and losses {losses.shape} differ"
+            )
+        ax.plot(steps, losses, label=str(name))
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save_atomic(fig, path)
