@@ -380,7 +380,7 @@ class TokenDataset:
             longest = max(b - a for a, b in segments)
             raise ValueError(
                 f"block_size={block_size} is too large for split {split!r}: its longest contiguous "
-                f"segment has {longest} tokens and a batch needs block_size + 1 <= {longest}; use a "
+                f"segment has {longest} tokens, but a window needs block_size + 1 = {block_size + 1}; use a "
                 "smaller block_size or fewer n_chunks"
             )
         offsets = np.cumsum(n_windows) - n_windows                 # (S,) first window index per segment
