@@ -6,7 +6,7 @@ differences in float64 against a random cotangent for the backward pass, plus ex
 """
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from minilora.lora.functional import (
     LoraCache,
@@ -80,6 +80,7 @@ def numerical_grad(f, arr, eps=1e-6):
 # ----------------------------------------------------------------------------- forward
 
 
+@settings(max_examples=100)
 @given(lora_cases())
 def test_forward_matches_dense_reference(case_rng):
     case, _ = case_rng
@@ -163,6 +164,7 @@ def test_merge_delta():
 # ----------------------------------------------------------------------------- backward
 
 
+@settings(max_examples=100)
 @given(lora_cases())
 def test_backward_matches_finite_differences(case_rng):
     case, rng = case_rng
