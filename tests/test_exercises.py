@@ -1,0 +1,344 @@
+"""The exercise grader: references pass, stubs fail politely, typical mistakes fail with a useful hint."""
+import importlib
+import textwrap
+
+import numpy as np
+import pytest
+
+from minilora.exercises import (EXERCISES, CheckResult, check, check_file, list_exercises,
+                                stub_source)
+
+NAMES = list(EXERCISES)
+
+
+# ---------------------------------------------------------------- the catalog
+
+
+def test_at_least_twelve_exercises_each_with_stub_and_reference():
+    items = list_exercises()
+    assert len(items) >= 12
+    required = {"softmax_backward", "softmax_forward", "layer_norm_backward", "attention_backward",
+                "lora_forward", "lora_backward", "merge", "unmerge", "lora_param_count", "choose_rank",
+                "subspace_similarity", "effective_rank", "broadcast_add_backward",
+                "cross_entropy_backward"}
+    assert required <= {name for name, _ in items}
+    for name, summary in items:
+        ex = EXERCISES[name]
+        assert ex.name == name and summary == ex.summary and summary
+        assert ex.stub_path.is_file() and ex.stub_path.name == f"{name}.py"
+        assert callable(ex.reference) and ex.reference.__name__ == name
+        assert ex.reference.__module__ == f"minilora.exercises.solutions.{name}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stub_source_is_a_documented_stub(name):
+    src = stub_source(name)
+    assert f"def {name}(" in src
+    assert "raise NotImplementedError" in src
+    assert "Hints:" in src and "Result" in src
+    assert src.count("def ") == 1
+    mod = importlib.import_module(f"minilora.exercises.stubs.{name}")   # stubs form a package
+    assert (getattr(mod, name).__doc__ or "").strip()
+
+
+def test_unknown_name():
+    with pytest.raises(KeyError, match="choose from"):
+        stub_source("nope")
+    res = check_file("nope", __file__)
+    assert not res.passed and "unknown exercise" in res.message
+
+
+# ---------------------------------------------------------------- reference and stubs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_passes(name):
+    res = check(name, EXERCISES[name].reference)
+    assert isinstance(res, CheckResult)
+    assert res.passed, res.message
+    assert str(res).startswith("PASS") and "hypothesis-drawn" in str(res)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stub_fails_with_not_implemented_message(name):
+    stub = getattr(importlib.import_module(f"minilora.exercises.stubs.{name}"), name)
+    res = check(name, stub)
+    assert not res.passed and not res
+    assert "NotImplementedError" in res.message
+    assert "stub is not filled in" in res.message
+    assert "inputs:" in res.message
+
+
+# ---------------------------------------------------------------- typical mistakes
+
+
+def _fails(name, func, *needles):
+    res = check(name, func)
+    assert not res.passed, f"{name}: a wrong solution passed"
+    for needle in needles:
+        assert needle.lower() in res.message.lower(), f"{needle!r} not in:\n{res.message}"
+    return res.message
+
+
+def test_lora_forward_forgotten_scaling():
+    def lora_forward(x, W0, A, B, scaling):
+        return x @ W0.T + (x @ A.T) @ B.T
+    msg = _fails("lora_forward", lora_forward, "output 'y' is wrong at index", "expected", "got",
+                 "abs error", "rel error", "x (3, 5)", "W0 (4, 5)", "forget scaling")
+    assert "alpha != r" in msg
+
+
+def test_lora_forward_A_untransposed():
+    def lora_forward(x, W0, A, B, scaling):
+        return x @ W0.T + scaling * (x @ A) @ B.T       # A is (r, d_in): x @ A fails for d_in != r
+    _fails("lora_forward", lora_forward, "raised ValueError", "transposes", "x @ A.T")
+
+
+def test_lora_forward_W0_untransposed():
+    def lora_forward(x, W0, A, B, scaling):
+        return x @ W0.reshape(W0.shape[1], W0.shape[0]) + scaling * (x @ A.T) @ B.T
+    _fails("lora_forward", lora_forward, "FAIL lora_forward")
+
+
+def test_lora_backward_mask_missing_from_dx():
+    def lora_backward(x, W0, A, B, scaling, g, mask, keep_prob):
+        xt = x * mask / keep_prob
+        gB = g @ B
+        return g @ W0 + scaling * (gB @ A), scaling * gB.T @ xt, scaling * g.T @ (xt @ A.T)
+    _fails("lora_backward", lora_backward, "output 'dx'", "missing the dropout mask")
+
+
+def test_lora_backward_dA_transposed():
+    def lora_backward(x, W0, A, B, scaling, g, mask, keep_prob):
+        xt = x * mask / keep_prob
+        gB = g @ B
+        dx = g @ W0 + scaling * (gB @ A) * mask / keep_prob
+        return dx, scaling * xt.T @ gB, scaling * g.T @ (xt @ A.T)
+    _fails("lora_backward", lora_backward, "output 'dA' has the wrong shape", "expected shape (2, 6)",
+           "got shape (6, 2)", "transpose")
+
+
+def test_lora_backward_dA_without_dropout():
+    def lora_backward(x, W0, A, B, scaling, g, mask, keep_prob):
+        xt = x * mask / keep_prob
+        gB = g @ B
+        dx = g @ W0 + scaling * (gB @ A) * mask / keep_prob
+        return dx, scaling * gB.T @ x, scaling * g.T @ (xt @ A.T)
+    _fails("lora_backward", lora_backward, "output 'dA'", "dropped-out input")
+
+
+def test_lora_backward_wrong_count():
+    def lora_backward(x, W0, A, B, scaling, g, mask, keep_prob):
+        return g @ W0
+    _fails("lora_backward", lora_backward, "expected a tuple of 3 outputs (dx, dA, dB)")
+
+
+def test_softmax_without_max_shift():
+    def softmax_forward(x):
+        e = np.exp(x)
+        return e / e.sum(axis=-1, keepdims=True)
+    _fails("softmax_forward", softmax_forward, "nan", "logits of 1e4", "shift by the max")
+
+
+def test_softmax_wrong_axis():
+    def softmax_forward(x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=0, keepdims=True)
+    _fails("softmax_forward", softmax_forward, "FAIL softmax_forward")
+
+
+def test_softmax_backward_diagonal_jacobian():
+    def softmax_backward(y, g):
+        return y * (1 - y) * g
+    _fails("softmax_backward", softmax_backward, "not diagonal")
+
+
+def test_broadcast_gradient_not_reduced():
+    def broadcast_add_backward(g, shape_a, shape_b):
+        return g, g
+    _fails("broadcast_add_backward", broadcast_add_backward, "output 'da' has the wrong shape",
+           "expected shape (3, 1)", "got shape (3, 4)", "sum over broadcast dims")
+
+
+def test_broadcast_gradient_without_keepdims():
+    def broadcast_add_backward(g, shape_a, shape_b):
+        def red(shape):
+            lead = g.ndim - len(shape)
+            axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1)
+            return g.sum(axis=axes)
+        return red(shape_a), red(shape_b)
+    _fails("broadcast_add_backward", broadcast_add_backward, "wrong shape", "keepdims=True")
+
+
+def test_layer_norm_backward_missing_mean_terms():
+    def layer_norm_backward(x, gamma, g, eps):
+        mu = x.mean(-1, keepdims=True)
+        rstd = 1 / np.sqrt(x.var(-1, keepdims=True) + eps)
+        xhat = (x - mu) * rstd
+        return rstd * g * gamma, (g * xhat).sum(0), g.sum(0)
+    _fails("layer_norm_backward", layer_norm_backward, "output 'dx'", "missing the mean terms")
+
+
+def test_layer_norm_backward_unsummed_dgamma():
+    def layer_norm_backward(x, gamma, g, eps):
+        dx, dgamma, dbeta = EXERCISES["layer_norm_backward"].reference(x, gamma, g, eps)
+        mu = x.mean(-1, keepdims=True)
+        xhat = (x - mu) / np.sqrt(x.var(-1, keepdims=True) + eps)
+        return dx, g * xhat, dbeta
+    _fails("layer_norm_backward", layer_norm_backward, "'dgamma'", "sum over the rows")
+
+
+def test_attention_backward_ignores_causal_and_scale():
+    ref = EXERCISES["attention_backward"].reference
+
+    def no_mask(q, k, v, g, causal=True):
+        return ref(q, k, v, g, causal=False)
+    _fails("attention_backward", no_mask, "causal")
+
+    def no_scale_in_grads(q, k, v, g, causal=True):
+        dq, dk, dv = ref(q, k, v, g, causal)
+        return dq * np.sqrt(q.shape[1]), dk * np.sqrt(q.shape[1]), dv
+    _fails("attention_backward", no_scale_in_grads, "output 'dq'", "1/sqrt(hs)")
+
+
+def test_cross_entropy_backward_sum_instead_of_mean():
+    def cross_entropy_backward(logits, targets):
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        p[np.arange(len(targets)), targets] -= 1
+        return p
+    _fails("cross_entropy_backward", cross_entropy_backward, "divide by N")
+
+
+def test_merge_and_unmerge_mistakes():
+    def merge(W0, A, B, scaling):
+        return W0 + B @ A
+    _fails("merge", merge, "forget scaling")
+
+    def merge_in_place(W0, A, B, scaling):
+        W0 += scaling * B @ A
+        return W0
+    _fails("merge", merge_in_place, "modified its input 'W0' in place")
+
+    def unmerge(W, A, B, scaling):
+        return W + scaling * B @ A
+    _fails("unmerge", unmerge, "wrong sign")
+
+
+def test_param_count_mistakes():
+    def lora_param_count(d_in, d_out, r, n_matrices):
+        return 2 * n_matrices * r * d_in
+    _fails("lora_param_count", lora_param_count, "square matrices")
+
+    def as_float(d_in, d_out, r, n_matrices):
+        return float(n_matrices * r * (d_in + d_out))
+    _fails("lora_param_count", as_float, "return an int")
+
+
+def test_rank_mistakes():
+    def choose_rank(s, threshold):
+        e = np.cumsum(s) / np.sum(s)
+        return int(np.searchsorted(e, threshold)) + 1
+    _fails("choose_rank", choose_rank, "s**2")
+
+    def choose_rank_off_by_one(s, threshold):
+        e = np.cumsum(s ** 2) / np.sum(s ** 2)
+        return int(np.argmax(e >= threshold))
+    _fails("choose_rank", choose_rank_off_by_one, "off by one")
+
+    def effective_rank(s):
+        p = s / s.sum()
+        return float(np.exp(-np.sum(p * np.log(p))))
+    _fails("effective_rank", effective_rank, "0 * log(0)")
+
+    def subspace_similarity(A1, A2, i, j):
+        U1 = np.linalg.svd(A1)[0][:, :i]
+        U2 = np.linalg.svd(A2)[0][:, :j]
+        return float(np.sum((U1.T @ U2) ** 2) / min(i, j))
+    _fails("subspace_similarity", subspace_similarity, "right singular vectors")
+
+
+def test_exception_and_bad_return_type():
+    def boom(x):
+        raise ZeroDivisionError("oops")
+    msg = _fails("softmax_forward", boom, "raised ZeroDivisionError: oops", "inputs: x (2, 3)")
+    assert "test_exercises.py" in msg   # points at the learner's line
+
+    def returns_string(x):
+        return "hello"
+    _fails("softmax_forward", returns_string, "wrong type")
+
+    _fails("softmax_forward", 42, "expected a function")
+
+
+def test_correct_alternative_solutions_pass():
+    """Solutions written differently from the references must not fail on rounding."""
+    def softmax_backward(y, g):
+        V = y.shape[-1]
+        J = y[..., :, None] * (np.eye(V) - y[..., None, :])      # (..., V, V) full Jacobian
+        return np.einsum("...ij,...i->...j", J, g)
+
+    def layer_norm_backward(x, gamma, g, eps):
+        C = x.shape[-1]
+        mu = x.mean(-1, keepdims=True)
+        var = (x * x).mean(-1, keepdims=True) - mu * mu
+        rstd = (var + eps) ** -0.5
+        xhat = (x - mu) * rstd
+        dxhat = g * gamma
+        dvar = np.sum(dxhat * (x - mu), -1, keepdims=True) * -0.5 * rstd ** 3
+        dmu = -np.sum(dxhat * rstd, -1, keepdims=True) - 2 * dvar * np.mean(x - mu, -1, keepdims=True)
+        dx = dxhat * rstd + dvar * 2 * (x - mu) / C + dmu / C
+        return dx, np.einsum("nc,nc->c", g, xhat), g.sum(0)
+
+    def effective_rank(s):
+        p = s[s > 0] / s.sum()
+        return float(np.exp(-(p @ np.log(p))))
+
+    for name, f in [("softmax_backward", softmax_backward),
+                    ("layer_norm_backward", layer_norm_backward),
+                    ("effective_rank", effective_rank)]:
+        res = check(name, f)
+        assert res.passed, res.message
+
+
+# ---------------------------------------------------------------- check_file
+
+
+def test_check_file_correct_and_wrong(tmp_path):
+    good = tmp_path / "good.py"
+    good.write_text(textwrap.dedent("""
+        import numpy as np
+
+        def lora_forward(x, W0, A, B, scaling):
+            return x @ W0.T + scaling * (x @ A.T) @ B.T
+    """))
+    res = check_file("lora_forward", good)
+    assert res.passed, res.message
+
+    bad = tmp_path / "bad.py"
+    bad.write_text("def lora_forward(x, W0, A, B, scaling):\n    return x @ W0.T + (x @ A.T) @ B.T\n")
+    res = check_file("lora_forward", str(bad))
+    assert not res.passed and "forget scaling" in res.message
+
+
+def test_check_file_problems(tmp_path):
+    misnamed = tmp_path / "misnamed.py"
+    misnamed.write_text("def my_merge(W0, A, B, scaling):\n    return W0 + scaling * B @ A\n")
+    res = check_file("merge", misnamed)
+    assert not res.passed
+    assert "no function named 'merge'" in res.message and "my_merge" in res.message
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("def merge(W0, A, B, scaling)\n    return W0\n")
+    res = check_file("merge", broken)
+    assert not res.passed and "SyntaxError" in res.message
+
+    res = check_file("merge", tmp_path / "missing.py")
+    assert not res.passed and "no such file" in res.message
+
+
+def test_check_file_on_a_copied_stub(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text(stub_source("choose_rank"))
+    res = check_file("choose_rank", path)
+    assert not res.passed and "NotImplementedError" in res.message
