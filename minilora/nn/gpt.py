@@ -1,0 +1,234 @@
+"""The GPT-2 architecture (Radford et al. 2019), as nanoGPT writes it, on minilora's engine.
+
+    idx (B, T) -> wte + wpe -> n_layer x Block -> ln_f -> lm_head (tied to wte) -> logits (B, T, V)
+    Block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))          (pre-LayerNorm)
+    attn:   c_attn (C -> 3C) -> causal multi-head attention (fused op) -> c_proj (C -> C)
+    mlp:    c_fc (C -> 4C) -> GELU (tanh approximation) -> c_proj (4C -> C)
+
+Parameter names are GPT-2's (`transformer.h.0.attn.c_attn.weight`, ...). Initialisation is GPT-2's:
+N(0, 0.02) for weights and embeddings, residual projections (`c_proj`) N(0, 0.02/sqrt(2 n_layer)),
+zero biases, LayerNorm ones/zeros.
+
+Shape letters: B batch, T time (<= block_size), C = n_embd, nh = n_head, V = vocab_size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import ops
+from ..tensor import Tensor, no_grad
+from .layers import Dropout, Embedding, LayerNorm, Linear
+from .module import Module
+
+
+@dataclass
+class GPTConfig:
+    """Model hyper-parameters (GPT-2 small is 50257/1024/12/12/768; ours are laptop-sized).
+
+    Raises:
+        ValueError: a size < 1, n_embd not divisible by n_head, or dropout outside [0, 1).
+    """
+
+    vocab_size: int = 256
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self):
+        for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"GPTConfig.{k} must be a positive int, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self):
+        """Plain dict (for JSON)."""
+        return asdict(self)
+
+
+class CausalSelfAttention(Module):
+    """Multi-head causal self-attention: x (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, config, dtype, rng):
+        super().__init__()
+        C = config.n_embd
+        self.n_head, self.p = config.n_head, config.dropout
+        self.c_attn = Linear(C, 3 * C, bias=config.bias, dtype=dtype, rng=rng)
+        self.c_proj = Linear(C, C, bias=config.bias, dtype=dtype, rng=rng)
+        self.resid_dropout = Dropout(config.dropout, rng)
+        self.rng = rng
+
+    def forward(self, x):
+        """x (B, T, C) -> (B, T, C)."""
+        qkv = self.c_attn(x)                                       # (B, T, 3C)
+        mask = None
+        if self.training and self.p > 0:
+            B, T, _ = x.shape
+            mask = self.rng.random((B, self.n_head, T, T)) >= self.p  # attention-probability dropout
+        y = ops.attention(qkv, self.n_head, mask, self.p)          # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))                  # (B, T, C)
+
+
+class MLP(Module):
+    """Position-wise feed-forward: x (B, T, C) -> c_fc (B, T, 4C) -> GELU -> c_proj (B, T, C)."""
+
+    def __init__(self, config, dtype, rng):
+        super().__init__()
+        C = config.n_embd
+        self.c_fc = Linear(C, 4 * C, bias=config.bias, dtype=dtype, rng=rng)
+        self.c_proj = Linear(4 * C, C, bias=config.bias, dtype=dtype, rng=rng)
+        self.dropout = Dropout(config.dropout, rng)
+
+    def forward(self, x):
+        """x (B, T, C) -> (B, T, C)."""
+        return self.dropout(self.c_proj(ops.gelu(self.c_fc(x))))
+
+
+class Block(Module):
+    """One pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+
+    def __init__(self, config, dtype, rng):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
+        self.attn = CausalSelfAttention(config, dtype, rng)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
+        self.mlp = MLP(config, dtype, rng)
+
+    def forward(self, x):
+        """x (B, T, C) -> (B, T, C)."""
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class ModuleList(Module):
+    """Submodules named 0, 1, 2, ... (so parameter names read `h.0.attn...`)."""
+
+    def __init__(self, modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return self._modules[str(i)]
+
+
+class Transformer(Module):
+    """The `transformer.` part of GPT-2: wte, wpe, drop, h (blocks), ln_f."""
+
+    def __init__(self, config, dtype, rng):
+        super().__init__()
+        self.wte = Embedding(config.vocab_size, config.n_embd, dtype=dtype, rng=rng)
+        self.wpe = Embedding(config.block_size, config.n_embd, dtype=dtype, rng=rng)
+        self.drop = Dropout(config.dropout, rng)
+        self.h = ModuleList([Block(config, dtype, rng) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
+
+
+class GPT(Module):
+    """GPT-2 language model.
+
+    Args:
+        config: GPTConfig.
+        dtype: np.float32 (training) or np.float64 (gradient checks).
+        seed: seeds the initialisation and the dropout generator (`model.rng`).
+    Call: `logits, loss = model(idx, targets=None)` with idx int (B, T), T <= block_size;
+        logits Tensor (B, T, V) in the model's dtype; loss a 0-d Tensor (mean cross-entropy, nats)
+        or None.
+    Raises:
+        ValueError: idx not 2-D, T > block_size, token ids outside [0, vocab_size).
+        TypeError: idx not integer.
+    """
+
+    def __init__(self, config: GPTConfig, dtype=np.float32, seed=0):
+        super().__init__()
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        init_rng = np.random.default_rng(seed)
+        self.transformer = Transformer(config, dtype, self.rng)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False, dtype=dtype)
+        self.lm_head.weight = self.transformer.wte.weight          # weight tying (Press & Wolf 2017)
+        for name, p in self.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                continue
+            std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith("c_proj.weight") else 0.02
+            p.data = init_rng.normal(0.0, std, p.shape).astype(dtype)
+
+    @property
+    def dtype(self):
+        """The dtype of the parameters."""
+        return self.transformer.wte.weight.dtype
+
+    def _check_idx(self, idx):
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"GPT: token ids must be integers, got dtype {idx.dtype}")
+        if idx.ndim != 2:
+            raise ValueError(f"GPT: token ids must have shape (B, T), got {idx.shape}")
+        if idx.shape[1] > self.config.block_size or idx.shape[1] == 0:
+            raise ValueError(f"GPT: sequence length {idx.shape[1]} must be in [1, block_size={self.config.block_size}]")
+        return idx
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) ints -> (logits (B, T, V), loss or None); see the class docstring."""
+        idx = self._check_idx(idx)
+        T = idx.shape[1]
+        tr = self.transformer
+        x = tr.drop(tr.wte(idx) + tr.wpe(np.arange(T)))            # (B, T, C)
+        for block in tr.h:
+            x = block(x)                                           # (B, T, C)
+        logits = self.lm_head(tr.ln_f(x))                          # (B, T, V)
+        loss = None if targets is None else ops.cross_entropy(logits, np.asarray(targets))
+        return logits, loss
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+        """Sample max_new_tokens tokens after idx (B, T0), cropping the context to block_size.
+
+        Args:
+            temperature: > 0 divides the logits; 0 means greedy (argmax).
+            top_k: keep only the k most likely tokens (None: all).
+            seed: seeds the sampling generator (same seed, same text).
+        Returns:
+            int64 array (B, T0 + max_new_tokens).
+        Raises:
+            ValueError: negative temperature or max_new_tokens, top_k < 1.
+        """
+        if temperature < 0 or max_new_tokens < 0 or (top_k is not None and top_k < 1):
+            raise ValueError("generate: need temperature >= 0, max_new_tokens >= 0, top_k >= 1")
+        idx = np.array(self._check_idx(idx), dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                for _ in range(max_new_tokens):
+                    logits, _ = self(idx[:, -self.config.block_size:])
+                    z = logits.data[:, -1, :].astype(np.float64)      # (B, V)
+                    if temperature == 0:
+                        nxt = z.argmax(axis=-1)
+                    else:
+                        z = z / temperature
+                        if top_k is not None and top_k < z.shape[-1]:
+                            kth = np.sort(z, axis=-1)[:, -top_k][:, None]
+                            z = np.where(z < kth, -np.inf, z)
+                        p = np.exp(z - z.max(axis=-1, keepdims=True))
+                        p /= p.sum(axis=-1, keepdims=True)
+                        nxt = np.array([rng.choice(p.shape[-1], p=row) for row in p])
+                    idx = np.concatenate([idx, nxt[:, None].astype(np.int64)], axis=1)
+        finally:
+            self.train(was_training)
+        return idx

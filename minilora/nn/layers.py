@@ -1,0 +1,112 @@
+"""The layers GPT-2 is made of: Linear, Embedding, LayerNorm, Dropout.
+
+Weights are stored as PyTorch and the LoRA paper store them: Linear.weight is (out_features,
+in_features) and computes y = x W^T + b. (GPT-2's original Conv1D stores (in, out); a loader from
+those files would transpose.)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from .module import Module, Parameter
+
+
+def _rng(rng):
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias.
+
+    Args:
+        in_features (d_in), out_features (d_out): ints >= 1.
+        bias: whether to learn a bias (d_out,).
+        dtype: np.float32 (default) or np.float64.
+        rng: np.random.Generator or seed for the initialisation U(-1/sqrt(d_in), 1/sqrt(d_in))
+            (PyTorch's default; GPT re-initialises with N(0, 0.02)).
+    Shapes: x (..., d_in) -> (..., d_out). weight (d_out, d_in), bias (d_out,).
+    Raises:
+        ValueError: non-positive sizes; an input whose last dim is not d_in (from ops.linear).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, rng=None):
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Linear: sizes must be >= 1, got in={in_features}, out={out_features}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / np.sqrt(in_features)
+        self.weight = Parameter(_rng(rng).uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        """x (..., d_in) -> (..., d_out)."""
+        return ops.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A lookup table: integer indices (any shape) -> rows of weight (num_embeddings, embedding_dim).
+
+    Raises:
+        ValueError/TypeError: indices out of range or not integers (from ops.embedding).
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, dtype=np.float32, rng=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.weight = Parameter(_rng(rng).normal(0.0, 0.02, (num_embeddings, embedding_dim)).astype(dtype))
+
+    def forward(self, idx):
+        """idx (...) ints -> (..., embedding_dim)."""
+        return ops.embedding(self.weight, idx)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    """Layer normalisation over the last axis with learned weight (ones) and optional bias (zeros).
+
+    Shapes: x (..., C) -> (..., C). eps = 1e-5 as in GPT-2.
+    """
+
+    def __init__(self, ndim, bias=True, eps=1e-5, dtype=np.float32):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(np.ones(ndim, dtype=dtype))
+        self.bias = Parameter(np.zeros(ndim, dtype=dtype)) if bias else None
+
+    def forward(self, x):
+        """x (..., C) -> (..., C)."""
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, bias={self.bias is not None}"
+
+
+class Dropout(Module):
+    """Inverted dropout with probability p, active only in training mode.
+
+    Args:
+        p: drop probability in [0, 1). rng: np.random.Generator shared with the model, so a
+            checkpoint that stores its state resumes with the same masks.
+    Raises:
+        ValueError: p outside [0, 1).
+    """
+
+    def __init__(self, p=0.0, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = _rng(rng)
+
+    def forward(self, x):
+        """x (any shape) -> same shape; identity in eval mode or when p == 0."""
+        return ops.dropout(x, self.p, self.training, self.rng)
+
+    def extra_repr(self):
+        return f"p={self.p}"

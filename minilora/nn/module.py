@@ -1,0 +1,181 @@
+"""`Module` and `Parameter`: how layers own their weights, name them, save and load them.
+
+Parameters and submodules are registered by assigning them as attributes (as in PyTorch), so
+`named_parameters()` can walk the tree and produce GPT-2's names (`transformer.h.0.attn.c_attn.weight`).
+A parameter shared by two modules (GPT-2's `lm_head.weight` is `transformer.wte.weight`) is listed
+once, under the first name met, so an optimizer updates it once per step.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module owns and an optimizer updates (requires_grad=True by default).
+
+    Args:
+        data: float32 or float64 array-like.
+    Raises:
+        TypeError: data is not float32/float64.
+    """
+
+    def __init__(self, data, requires_grad=True, name=None):
+        arr = np.asarray(data.data if isinstance(data, Tensor) else data)
+        if arr.dtype not in (np.float32, np.float64):
+            raise TypeError(f"Parameter: expected float32 or float64 data, got {arr.dtype}")
+        super().__init__(arr, requires_grad=requires_grad, name=name)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
+
+
+class Module:
+    """Base class of every layer and model. Subclasses assign Parameters/Modules as attributes
+    in `__init__` and implement `forward`; calling the module calls `forward`.
+
+    Attributes:
+        training: True in training mode (dropout active), False after `eval()`.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        """The computation; subclasses implement it."""
+        raise NotImplementedError
+
+    # ---- traversal ------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        """Yield (dotted name, module) for this module ("" for itself) and all submodules, depth-first."""
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        """All modules in the tree, this one first."""
+        return [m for _, m in self.named_modules()]
+
+    def named_parameters(self, prefix="", remove_duplicate=True):
+        """Yield (dotted name, Parameter); a shared parameter appears once (its first name)."""
+        seen = set()
+        for mname, m in self.named_modules(prefix):
+            for pname, p in m._parameters.items():
+                if remove_duplicate and id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{pname}" if mname else pname), p
+
+    def parameters(self):
+        """List of the (deduplicated) parameters."""
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self, trainable_only=False) -> int:
+        """Number of scalar parameters (each shared parameter counted once)."""
+        return int(sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only))
+
+    def get_submodule(self, name):
+        """The submodule at a dotted name ("" is self). Raises KeyError naming the missing part."""
+        m = self
+        for part in filter(None, name.split(".")):
+            if part not in m._modules:
+                raise KeyError(f"no submodule {name!r}: {type(m).__name__} has no child {part!r}")
+            m = m._modules[part]
+        return m
+
+    def set_submodule(self, name, module):
+        """Replace the submodule at a dotted name (used to swap a Linear for a LoRALinear)."""
+        parent_name, _, child = name.rpartition(".")
+        parent = self.get_submodule(parent_name)
+        if child not in parent._modules:
+            raise KeyError(f"no submodule {name!r}")
+        setattr(parent, child, module)
+
+    # ---- modes and gradients --------------------------------------------------------------
+    def train(self, mode=True):
+        """Set training mode on this module and all submodules; returns self."""
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (dropout off); returns self."""
+        return self.train(False)
+
+    def requires_grad_(self, flag=True):
+        """Freeze (False) or unfreeze (True) every parameter; returns self."""
+        for p in self.parameters():
+            p.requires_grad = flag
+        return self
+
+    def zero_grad(self):
+        """Drop every parameter's accumulated gradient."""
+        for p in self.parameters():
+            p.grad = None
+
+    def astype(self, dtype):
+        """Cast every parameter to dtype in place (e.g. np.float64 for gradient checks); returns self."""
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None
+        return self
+
+    # ---- state ----------------------------------------------------------------------------
+    def state_dict(self):
+        """OrderedDict name -> copy of the parameter array (shared parameters once)."""
+        return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the parameters, bit for bit.
+
+        Args:
+            state: mapping name -> ndarray, as made by `state_dict`.
+            strict: require exactly the same keys.
+        Raises:
+            KeyError: (strict) missing or unexpected keys, all listed.
+            ValueError: a shape or dtype differs (all mismatches listed with both shapes).
+        """
+        params = OrderedDict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        bad = [f"{k}: model {params[k].shape} {params[k].dtype}, state {np.shape(v)} {np.asarray(v).dtype}"
+               for k, v in state.items() if k in params and (np.shape(v) != params[k].shape
+                                                              or np.asarray(v).dtype != params[k].dtype)]
+        if bad:
+            raise ValueError("load_state_dict: mismatched keys:\n  " + "\n  ".join(bad))
+        for k, v in state.items():
+            if k in params:
+                params[k].data = np.array(v, copy=True)
+        return missing, unexpected
+
+    def extra_repr(self):
+        """One-line description of this module's own settings (for repr)."""
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, m in self._modules.items():
+            sub = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
