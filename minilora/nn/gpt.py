@@ -209,7 +209,9 @@ class GPT(Module):
         """
         if temperature < 0 or max_new_tokens < 0 or (top_k is not None and top_k < 1):
             raise ValueError("generate: need temperature >= 0, max_new_tokens >= 0, top_k >= 1")
-        idx = np.array(self._check_idx(idx), dtype=np.int64)
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        self._check_idx(idx[:, -self.config.block_size:] if idx.ndim == 2 else idx)  # a longer prompt is cropped below
+        idx = np.array(idx, dtype=np.int64)
         rng = np.random.default_rng(seed)
         was_training = self.training
         self.eval()
