@@ -215,7 +215,7 @@ def compare(fn, *inputs, hand=None, eps=1e-6, seed=0, show=True):
     out = fn(*tensors)
     c = np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype)
     out.backward(c)
-    auto = [t.grad for t in checked]
+    auto = [t.grad if t.grad is not None else np.zeros_like(t.data) for t in checked]
 
     def loss(*_):
         with no_grad():
@@ -224,8 +224,8 @@ def compare(fn, *inputs, hand=None, eps=1e-6, seed=0, show=True):
     num = numerical_grad(loss, *[t.data for t in checked], eps=eps)
     hands = hand(c, *[t.data for t in tensors]) if hand is not None else [None] * len(checked)
     rows = []
-    for t, h, a, n in zip(checked, hands, auto, num):
-        rows.append(dict(name=t.name, first=(None if h is None else float(h.flat[0]), float(a.flat[0]), float(n.flat[0])),
+    for k, (t, h, a, n) in enumerate(zip(checked, hands, auto, num)):
+        rows.append(dict(name=t.name or f"input{k}", first=(None if h is None else float(h.flat[0]), float(a.flat[0]), float(n.flat[0])),
                          hand_auto=None if h is None else float(np.max(np.abs(h - a))),
                          auto_num=float(np.max(np.abs(a - n))),
                          hand_num=None if h is None else float(np.max(np.abs(h - n)))))

@@ -11,6 +11,7 @@ Shape letters: B batch, T time, C channels, nh heads, hs head size (C = nh*hs), 
 """
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -36,7 +37,7 @@ def _norm_axis(axis, ndim):
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -ndim <= a < builtins.max(ndim, 1):  # ops.max shadows the builtin here
             raise ValueError(f"axis {a} is out of range for an array of {ndim} dimensions")
         out.append(a % ndim if ndim else 0)
     return tuple(sorted(set(out)))
@@ -355,7 +356,7 @@ class Transpose(Function):
 
     @staticmethod
     def forward(ctx, x, axes=None):
-        axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(a % max(x.ndim, 1) for a in axes)
+        axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(a % builtins.max(x.ndim, 1) for a in axes)
         if sorted(axes) != list(range(x.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation of {x.ndim} dimensions")
         ctx.inv = tuple(np.argsort(axes))
