@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 import minilora as ml
 from minilora import Tensor, check_grad, ops
-from tests import strategies as S
+import strategies as S  # tests/ is on sys.path (pytest rootdir-less "prepend" import mode)
 
 # ================================================================ the catalog
 CASES = {}
