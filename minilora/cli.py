@@ -1,0 +1,272 @@
+"""The `minilora` command line: `python -m minilora <command> ...` (or the `minilora` script).
+
+Each subcommand is one entry of COMMANDS: (name, help, add_arguments(parser), run(args) -> exit code).
+To add one, write its two functions below and append a `Command(...)` at the registration point at
+the end of this file (or call `register(...)` from another module before `main` runs).
+
+Exit codes: 0 success; 2 a user error (missing checkpoint, unknown corpus, bad numbers), reported as one
+line on stderr without a traceback (set MINILORA_DEBUG=1 to see the traceback); 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, NamedTuple
+
+__all__ = ["main", "Command", "COMMANDS", "register", "UserError", "build_parser"]
+
+
+class UserError(Exception):
+    """A mistake in the command's input: printed as one line, exit code 2."""
+
+
+class Command(NamedTuple):
+    """One subcommand: its name, a one-line help, a function adding its arguments, and its runner."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# argument types (bad numbers are caught by argparse, with the option's name in the message)
+# --------------------------------------------------------------------------------------------------
+
+
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def nonneg_int(text):
+    """argparse type: an int >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def positive_float(text):
+    """argparse type: a finite float > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def nonneg_float(text):
+    """argparse type: a finite float >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def _dtype(name):
+    import numpy as np
+
+    return {"float32": np.float32, "float64": np.float64}[name]
+
+
+# --------------------------------------------------------------------------------------------------
+# pretrain
+# --------------------------------------------------------------------------------------------------
+
+# Config S (4 layers, 4 heads, n_embd 128, block 64, batch 16). 1200 steps take about 3 minutes on 2
+# quiet cores (~130 ms per step with perf.configure_malloc, plus evaluation and checkpoints).
+PRETRAIN_DEFAULTS = dict(steps=1200, n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=16,
+                         lr=1e-3, seed=0)
+
+
+def add_pretrain_arguments(p):
+    d = PRETRAIN_DEFAULTS
+    p.add_argument("--corpus", default="pydoc",
+                   help="built-in corpus ('pydoc': English prose, 'stdlib': Python code) or a UTF-8 text file "
+                        "(default: pydoc)")
+    p.add_argument("--out", default="runs/base", help="checkpoint directory (default: runs/base)")
+    p.add_argument("--steps", type=positive_int, default=d["steps"], help=f"optimizer steps (default {d['steps']})")
+    p.add_argument("--n-layer", type=positive_int, default=d["n_layer"], help=f"transformer blocks (default {d['n_layer']})")
+    p.add_argument("--n-head", type=positive_int, default=d["n_head"], help=f"attention heads (default {d['n_head']})")
+    p.add_argument("--n-embd", type=positive_int, default=d["n_embd"], help=f"embedding width (default {d['n_embd']})")
+    p.add_argument("--block-size", type=positive_int, default=d["block_size"],
+                   help=f"context length T (default {d['block_size']})")
+    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help=f"batch size B (default {d['batch_size']})")
+    p.add_argument("--lr", type=positive_float, default=d["lr"], help=f"peak learning rate (default {d['lr']})")
+    p.add_argument("--min-lr", type=nonneg_float, default=None, help="final learning rate (default lr/10)")
+    p.add_argument("--warmup-steps", type=nonneg_int, default=None, help="warm-up steps (default min(100, steps/10))")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="AdamW weight decay (default 0.1)")
+    p.add_argument("--dropout", type=nonneg_float, default=0.0, help="dropout probability (default 0)")
+    p.add_argument("--eval-interval", type=positive_int, default=None,
+                   help="evaluate and checkpoint every N steps (default steps/10)")
+    p.add_argument("--eval-batches", type=positive_int, default=8, help="validation batches (default 8)")
+    p.add_argument("--log-interval", type=positive_int, default=None, help="progress line every N steps (default steps/24)")
+    p.add_argument("--seed", type=nonneg_int, default=d["seed"], help=f"random seed (default {d['seed']})")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype (default float32)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--sample-tokens", type=nonneg_int, default=200, help="length of the final sample (default 200)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run_pretrain(args):
+    from . import perf
+    from .data import TokenDataset, load_corpus, unigram_loss
+    from .nn.gpt import GPT, GPTConfig
+    from .train import TrainConfig, train
+
+    perf.configure_malloc()
+    text = load_corpus(args.corpus)
+    try:
+        gcfg = GPTConfig(block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
+                         n_embd=args.n_embd, dropout=args.dropout)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    ds = TokenDataset(text)
+    eval_interval = args.eval_interval or max(1, args.steps // 10)
+    log_interval = args.log_interval or max(1, args.steps // 24)
+    try:
+        cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+                          warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                          eval_interval=eval_interval, eval_batches=args.eval_batches, seed=args.seed,
+                          log_interval=log_interval, block_size=args.block_size)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    model = GPT(gcfg, dtype=_dtype(args.dtype), seed=args.seed)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    if args.resume and not os.path.exists(os.path.join(args.out, "latest.json")):
+        raise UserError(f"--resume: no checkpoint in {args.out!r}")
+    hist = train(model, ds, cfg, out_dir=args.out, resume=args.resume, log=log)
+
+    base = unigram_loss(ds.val, reference_tokens=ds.train)
+    final = hist["final"] or {}
+    val = final.get("val_loss")
+    print(f"validation loss {val:.3f} nats/token vs unigram baseline {base:.3f} (uniform ln 256 = 5.545)"
+          if val is not None else f"no validation split; unigram baseline {base:.3f}")
+    if hist.get("ms_per_step"):
+        print(f"{hist['ms_per_step']:.0f} ms/step (median), {hist['tokens_per_s'] / 1e3:.1f}k tokens/s; "
+              f"checkpoint in {args.out}")
+    if args.sample_tokens:
+        print("--- sample ---")
+        print(_generate_text(model, "\n", args.sample_tokens, 0.8, None, args.seed))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# sample
+# --------------------------------------------------------------------------------------------------
+
+
+def add_sample_arguments(p):
+    p.add_argument("--ckpt", default="runs/base", help="checkpoint directory (default: runs/base)")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=nonneg_int, default=300, help="tokens (bytes) to generate (default 300)")
+    p.add_argument("--temperature", type=nonneg_float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely bytes")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
+
+
+def _generate_text(model, prompt, max_new_tokens, temperature, top_k, seed):
+    import numpy as np
+
+    from .data import ByteTokenizer
+
+    tok = ByteTokenizer()
+    ids = tok.encode(prompt or "\n")
+    ctx = ids[-model.config.block_size:][None, :]                    # (1, T0), T0 <= block_size
+    out = model.generate(ctx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    new = out[0, ctx.shape[1]:]
+    return tok.decode(np.concatenate([ids, new]))
+
+
+def run_sample(args):
+    from .train import load_model
+
+    if not os.path.exists(args.ckpt):
+        raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
+    model = load_model(args.ckpt)
+    print(_generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# registration point: one Command per subcommand. Others (demo, finetune, analyze, gradcheck,
+# exercises) append theirs here, or call register() before main() runs.
+# --------------------------------------------------------------------------------------------------
+
+COMMANDS: list[Command] = [
+    Command("pretrain", "pretrain a small GPT on a corpus and save checkpoints", add_pretrain_arguments,
+            run_pretrain),
+    Command("sample", "generate text from a checkpoint", add_sample_arguments, run_sample),
+    # Command("demo", ..., add_demo_arguments, run_demo),
+    # Command("finetune", ..., add_finetune_arguments, run_finetune),
+    # Command("analyze", ..., add_analyze_arguments, run_analyze),
+    # Command("gradcheck", ..., add_gradcheck_arguments, run_gradcheck),
+    # Command("exercises", ..., add_exercises_arguments, run_exercises),
+]
+
+
+def register(name, help, add_arguments, run):
+    """Add (or replace) a subcommand at run time."""
+    COMMANDS[:] = [c for c in COMMANDS if c.name != name]
+    COMMANDS.append(Command(name, help, add_arguments, run))
+
+
+def build_parser():
+    """The top-level parser with one subparser per entry of COMMANDS."""
+    parser = _Parser(prog="minilora", description="LoRA from the ground up in NumPy.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for c in COMMANDS:
+        sp = sub.add_parser(c.name, help=c.help, description=c.help)
+        c.add_arguments(sp)
+        sp.set_defaults(_run=c.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:          # --help (0) or a usage error (2, already printed)
+        return e.code if isinstance(e.code, int) else 2
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UserError, FileNotFoundError, ValueError, FloatingPointError) as e:
+        if os.environ.get("MINILORA_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"minilora {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,512 @@
+"""The training loop, evaluation, progress lines and crash-safe checkpoints.
+
+One step (nanoGPT's loop, on minilora's engine):
+
+    lr = cosine_schedule(k, ...)                    k = 1, 2, ... (the update's number)
+    x, y = dataset.get_batch("train", B, T, rng)    rng: a seeded np.random.Generator
+    loss = model(x, y)[1];  loss.backward()
+    clip_grad_norm(params, grad_clip);  optimizer.step();  optimizer.zero_grad()
+
+`train` relies only on `model(idx, targets) -> (logits, loss)`, `parameters()`/`named_parameters()`,
+`train()`/`eval()`, `state_dict()`/`load_state_dict()` and an optional `model.rng` (the dropout
+generator), so a LoRA-wrapped model trains the same way; the optimizer sees only the parameters with
+`requires_grad`, so a LoRA model trains only its adapters.
+
+Checkpoint directory format (`out_dir/`):
+
+    ckpt-000100.npz     arrays: "model.<name>" (state_dict) and "optim.<key>" (optimizer state_dict)
+    ckpt-000100.json    metadata: step, model class/config/dtype, train config, RNG states of the batch
+                        generator and of model.rng (`Generator.bit_generator.state`), history, and
+                        the sha256 of the .npz
+    latest.json         the pointer {"step", "json", "npz"}: written atomically, LAST
+
+A save writes the two step-stamped files (each atomically, via minilora.io), then moves the pointer,
+and only then removes older stamped files. Killed at any moment, the directory still holds a complete
+checkpoint that `latest.json` points to. Resuming restores weights, optimizer state and both RNG
+states, so `train(..., resume=True)` continues bit for bit as an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import io as _io
+from .optim import AdamW, clip_grad_norm, cosine_schedule
+from .tensor import no_grad
+
+__all__ = ["TrainConfig", "train", "evaluate", "save_checkpoint", "load_checkpoint", "load_model",
+           "format_duration"]
+
+CHECKPOINT_FORMAT = "minilora-checkpoint"
+CHECKPOINT_VERSION = 1
+_STAMPED = re.compile(r"^ckpt-(\d{6,})\.(npz|json)$")
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run.
+
+    Args:
+        max_steps: number of optimizer updates (>= 1).
+        batch_size: B, sequences per batch.
+        lr: peak learning rate (reached after warm-up). min_lr: final lr of the cosine
+            (None: lr / 10).
+        warmup_steps: linear warm-up length (None: min(100, lr_decay_steps // 10)).
+        lr_decay_steps: where the cosine reaches min_lr (None: max_steps). Set it to train in several
+            sessions of one schedule (nanoGPT's lr_decay_iters).
+        weight_decay: AdamW's decoupled decay (matrices only).
+        grad_clip: max global gradient norm (None or 0: no clipping).
+        eval_interval: evaluate (and checkpoint, if out_dir is given) every this many steps and at the end.
+        eval_batches: number of fixed validation batches per evaluation.
+        seed: seeds the batch generator and the choice of validation batches.
+        log_interval: print a progress line every this many steps (and at the end).
+        block_size: T, the context length of the batches (None: the model's `config.block_size`).
+    Raises:
+        ValueError / TypeError: a value out of range (the message names the field).
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr: float | None = None
+    warmup_steps: int | None = None
+    weight_decay: float = 0.1
+    grad_clip: float | None = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 8
+    seed: int = 0
+    log_interval: int = 50
+    block_size: int | None = None
+    lr_decay_steps: int | None = None
+
+    def __post_init__(self):
+        def as_int(name, minimum, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"TrainConfig.{name} must be an int, got {v!r}")
+            if v < minimum:
+                raise ValueError(f"TrainConfig.{name} must be >= {minimum}, got {v}")
+            setattr(self, name, int(v))
+
+        def as_float(name, lo, allow_none=False, strict=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                raise TypeError(f"TrainConfig.{name} must be a number, got {v!r}") from None
+            if not math.isfinite(f) or f < lo or (strict and f == lo):
+                raise ValueError(f"TrainConfig.{name} must be a finite number {'>' if strict else '>='} {lo}, got {v}")
+            setattr(self, name, f)
+
+        for name in ("max_steps", "batch_size", "eval_interval", "eval_batches", "log_interval"):
+            as_int(name, 1)
+        as_int("seed", 0)
+        as_int("block_size", 1, allow_none=True)
+        as_int("lr_decay_steps", 1, allow_none=True)
+        as_int("warmup_steps", 0, allow_none=True)
+        as_float("lr", 0.0, strict=True)
+        as_float("min_lr", 0.0, allow_none=True)
+        as_float("weight_decay", 0.0)
+        as_float("grad_clip", 0.0, allow_none=True)
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+        if self.min_lr > self.lr:
+            raise ValueError(f"TrainConfig.min_lr={self.min_lr} must not exceed lr={self.lr}")
+        if self.warmup_steps is None:
+            self.warmup_steps = min(100, self.decay_steps // 10)
+        if self.warmup_steps > self.decay_steps:
+            raise ValueError(f"TrainConfig.warmup_steps={self.warmup_steps} exceeds the decay length "
+                             f"{self.decay_steps} (lr_decay_steps or max_steps)")
+
+    @property
+    def decay_steps(self) -> int:
+        """Where the cosine ends: lr_decay_steps, or max_steps."""
+        return self.lr_decay_steps if self.lr_decay_steps is not None else self.max_steps
+
+    def lr_at(self, k: int) -> float:
+        """The learning rate of update k (k = 1, 2, ...)."""
+        return cosine_schedule(k, self.lr, self.min_lr, self.warmup_steps, self.decay_steps)
+
+    def to_dict(self) -> dict:
+        """Plain dict (for JSON)."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _find_gpt_config(model):
+    """The GPTConfig of a GPT, or of the GPT inside a wrapper (base_model / model attribute), or None."""
+    from .nn.gpt import GPTConfig
+
+    seen = set()
+    m = model
+    for _ in range(4):
+        if m is None or id(m) in seen:
+            return None
+        seen.add(id(m))
+        cfg = getattr(m, "config", None)
+        if isinstance(cfg, GPTConfig):
+            return cfg
+        m = getattr(m, "base_model", None) or getattr(m, "model", None)
+    return None
+
+
+def _param_dtype(model):
+    for p in model.parameters():
+        return np.dtype(p.dtype).name
+    return None
+
+
+def format_duration(seconds: float) -> str:
+    """1m32s, 2h05m, 45s (for the ETA)."""
+    s = int(round(max(0.0, seconds)))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _fmt_rate(tok_s: float) -> str:
+    if tok_s >= 1e6:
+        return f"{tok_s / 1e6:.1f}M"
+    if tok_s >= 1e3:
+        return f"{tok_s / 1e3:.1f}k"
+    return f"{tok_s:.0f}"
+
+
+def evaluate(model, batches) -> float:
+    """Mean loss of `model` over fixed batches, in eval mode and without a graph.
+
+    Args:
+        model: callable `model(x, y) -> (logits, loss)` with `train()`/`eval()`.
+        batches: list of (x, y) int arrays (B, T), e.g. `TokenDataset.fixed_batches("val", ...)`.
+    Returns:
+        the mean of the per-batch losses (float, nats per token). The model's mode is restored.
+    Raises:
+        ValueError: no batches.
+    """
+    batches = list(batches)
+    if not batches:
+        raise ValueError("evaluate: no batches given")
+    was_training = getattr(model, "training", True)
+    model.eval()
+    try:
+        with no_grad():
+            losses = [float(model(x, y)[1].item()) for x, y in batches]
+    finally:
+        model.train(was_training)
+    return float(np.mean(losses))
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(out_dir, model, optimizer, step, train_state=None) -> Path:
+    """Write a crash-safe checkpoint of `model` (and `optimizer`) at `step` into directory `out_dir`.
+
+    Order: `ckpt-<step>.npz`, then `ckpt-<step>.json` (with the npz's sha256), then `latest.json`
+    (all atomic), then removal of older `ckpt-*` files. See the module docstring for the format.
+
+    Args:
+        out_dir: directory (created if missing).
+        model: anything with `state_dict()`; its `rng` (if any) and GPT config (if found) are recorded.
+        optimizer: an Optimizer or None.
+        step: number of completed updates (int >= 0).
+        train_state: JSON-able dict stored as is (train() puts the train config, the batch RNG state
+            and the history there).
+    Returns:
+        the path of the metadata file written.
+    Raises:
+        TypeError: train_state not JSON-able (nothing is written then). OSError: from the writes.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    step = int(step)
+    stem = f"ckpt-{step:06d}"
+    npz_path, json_path = out / f"{stem}.npz", out / f"{stem}.json"
+
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    rng = getattr(model, "rng", None)
+    gcfg = _find_gpt_config(model)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "step": step,
+        "npz": npz_path.name,
+        "model_class": type(model).__name__,
+        "model_config": gcfg.to_dict() if gcfg is not None else None,
+        "dtype": _param_dtype(model),
+        "has_optimizer": optimizer is not None,
+        "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
+        "model_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
+        "train_state": train_state if train_state is not None else {},
+    }
+    json.dumps(meta)                     # fail on non-JSON-able train_state before touching the disk
+
+    _io.save_npz_atomic(npz_path, arrays)
+    meta["sha256"] = _sha256_file(npz_path)
+    _io.save_json_atomic(json_path, meta)
+    _io.save_json_atomic(out / "latest.json", {"format": CHECKPOINT_FORMAT, "step": step,
+                                               "json": json_path.name, "npz": npz_path.name})
+    for f in out.iterdir():              # the pointer has moved: older checkpoints may go
+        m = _STAMPED.match(f.name)
+        if m and f.name not in (npz_path.name, json_path.name):
+            try:
+                f.unlink()
+            except OSError:
+                pass
+    return json_path
+
+
+def load_checkpoint(out_dir) -> dict:
+    """Read the checkpoint `out_dir/latest.json` points to (or a given `ckpt-*.json` file).
+
+    Returns:
+        dict with "step", "model" (name -> array), "optim" (key -> array; empty without optimizer),
+        "model_class", "model_config" (dict or None), "dtype", "model_rng" (bit_generator state or None),
+        "train_state" (dict), "meta" (the whole metadata) and "path" (the metadata file).
+    Raises:
+        FileNotFoundError: no such directory, or no checkpoint in it.
+        ValueError: a corrupted, truncated or inconsistent file (the message names it): bad JSON, a
+            dangling pointer, an .npz whose sha256 differs from the recorded one, an unreadable .npz.
+    """
+    p = Path(out_dir)
+    if p.is_file():
+        json_path = p
+    else:
+        if not p.is_dir():
+            raise FileNotFoundError(f"no checkpoint directory {str(p)!r}")
+        pointer = p / "latest.json"
+        if not pointer.exists():
+            raise FileNotFoundError(f"no checkpoint in {str(p)!r} (no latest.json)")
+        ptr = _io.load_json(pointer)
+        if not isinstance(ptr, dict) or not isinstance(ptr.get("json"), str):
+            raise ValueError(f"{str(pointer)!r} is not a minilora checkpoint pointer (corrupted?)")
+        json_path = p / ptr["json"]
+        if not json_path.is_file():
+            raise ValueError(f"{str(pointer)!r} points to {str(json_path)!r}, which is missing")
+    meta = _io.load_json(json_path)
+    required = ("format", "step", "npz", "sha256", "train_state")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or any(k not in meta for k in required):
+        raise ValueError(f"{str(json_path)!r} is not a minilora checkpoint metadata file (corrupted or "
+                         f"another format; needs keys {list(required)})")
+    npz_path = json_path.parent / meta["npz"]
+    if not npz_path.is_file():
+        raise ValueError(f"checkpoint {str(json_path)!r} refers to {str(npz_path)!r}, which is missing")
+    digest = _sha256_file(npz_path)
+    if digest != meta["sha256"]:
+        raise ValueError(f"{str(npz_path)!r} is corrupted or truncated: its sha256 {digest[:12]}... differs "
+                         f"from the {meta['sha256'][:12]}... recorded in {json_path.name}")
+    arrays = _io.load_npz(npz_path)
+    model_sd = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
+    optim_sd = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
+    return {"step": int(meta["step"]), "model": model_sd, "optim": optim_sd,
+            "model_class": meta.get("model_class"), "model_config": meta.get("model_config"),
+            "dtype": meta.get("dtype"), "model_rng": meta.get("model_rng"),
+            "train_state": meta["train_state"], "meta": meta, "path": json_path}
+
+
+def load_model(out_dir, dtype=None):
+    """Rebuild the GPT saved in a checkpoint directory (weights bit for bit, and its dropout RNG state).
+
+    Args:
+        out_dir: a checkpoint directory (or a `ckpt-*.json` file).
+        dtype: cast the parameters to it (e.g. np.float64); None keeps the saved dtype.
+    Returns:
+        a GPT in training mode (call `.eval()` for inference; `generate` does it for you).
+    Raises:
+        FileNotFoundError / ValueError: as load_checkpoint; ValueError also when the checkpoint does
+            not hold a plain GPT, or its arrays do not match its config.
+    """
+    from .nn.gpt import GPT, GPTConfig
+
+    ck = load_checkpoint(out_dir)
+    if ck["model_config"] is None or ck["model_class"] != "GPT":
+        raise ValueError(f"checkpoint {str(ck['path'])!r} holds a {ck['model_class']} model, not a plain GPT; "
+                         "rebuild that model and call load_checkpoint() instead")
+    try:
+        model = GPT(GPTConfig(**ck["model_config"]), dtype=np.dtype(ck["dtype"] or "float32"))
+        model.load_state_dict(ck["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {str(ck['path'])!r} does not match its own model config: {e}") from e
+    if ck["model_rng"] is not None:
+        model.rng.bit_generator.state = ck["model_rng"]
+    if dtype is not None:
+        model.astype(dtype)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------------
+
+
+def _empty_history():
+    return {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "lr": [],
+            "tokens_per_s": None, "ms_per_step": None, "best": None, "final": None}
+
+
+def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume=False, log=print,
+          val_batches=None) -> dict:
+    """Train `model` on `dataset` for `cfg.max_steps` updates (see the module docstring).
+
+    Args:
+        model: a GPT or a wrapper with the interface listed in the module docstring.
+        dataset: a minilora.data.TokenDataset.
+        cfg: TrainConfig.
+        optimizer: None builds AdamW(lr=cfg.lr, weight_decay=cfg.weight_decay) over the parameters
+            with requires_grad (decay on matrices only); its lr is set by the schedule every step.
+        out_dir: checkpoint directory (None: no checkpoints). Saved at every eval point and at the end.
+        resume: continue from the checkpoint in out_dir (weights, optimizer, RNG states, history).
+            `cfg.max_steps` may be larger than in the first session; keep the schedule the same
+            (`lr_decay_steps`) to continue exactly as one uninterrupted run.
+        log: callable taking one str (print by default; `lambda s: None` for silence).
+        val_batches: fixed (x, y) batches for evaluation (None: `cfg.eval_batches` batches drawn
+            from the validation split with seed cfg.seed; none if the split is empty).
+    Returns:
+        history dict: "step", "train_loss" (every step), "lr", "val_step", "val_loss" (at eval
+        points), "tokens_per_s" and "ms_per_step" (median step time of this session),
+        "best" {"step", "val_loss"} and "final" {"step", "train_loss", "val_loss"}.
+    Raises:
+        FileNotFoundError: resume=True and no checkpoint in out_dir.
+        ValueError: resume without out_dir; a checkpoint that does not fit the model or optimizer;
+            a block size the model cannot take.
+        FloatingPointError: the training loss became nan or inf (lower the lr).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"train: cfg must be a TrainConfig, got {type(cfg).__name__}")
+    T = cfg.block_size
+    if T is None:
+        gcfg = _find_gpt_config(model)
+        if gcfg is None:
+            raise ValueError("train: set TrainConfig.block_size (the model has no GPT config to take it from)")
+        T = gcfg.block_size
+    B = cfg.batch_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train: the model has no parameter with requires_grad=True")
+    if optimizer is None:
+        optimizer = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    if val_batches is None:
+        val_batches = (dataset.fixed_batches("val", cfg.eval_batches, B, T, seed=cfg.seed)
+                       if dataset.val.size > 0 else [])
+    history, step = _empty_history(), 0
+
+    if resume:
+        if out_dir is None:
+            raise ValueError("train: resume=True needs out_dir (where the checkpoint is)")
+        ck = load_checkpoint(out_dir)
+        try:
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optim"])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"checkpoint {str(ck['path'])!r} does not match this model/optimizer: {e}") from e
+        ts = ck["train_state"]
+        try:
+            rng.bit_generator.state = ts["batch_rng"]
+            if ck["model_rng"] is not None and isinstance(getattr(model, "rng", None), np.random.Generator):
+                model.rng.bit_generator.state = ck["model_rng"]
+            history = {**_empty_history(), **ts["history"]}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint {str(ck['path'])!r} has no usable training state: {e}") from e
+        step = ck["step"]
+        log(f"resumed from {ck['path']} at step {step}")
+
+    def train_state():
+        return {"train_config": cfg.to_dict(), "batch_rng": rng.bit_generator.state, "history": history,
+                "block_size": T}
+
+    n_all = sum(p.size for p in model.parameters())
+    n_train = sum(p.size for p in params)
+    log(f"training {n_train:,} of {n_all:,} parameters | steps {step}->{cfg.max_steps} | batch {B}x{T} | "
+        f"optimizer state {optimizer.state_bytes() / 2**20:.1f} MiB")
+
+    model.train()
+    times, last_saved, tok = [], step if resume else None, B * T
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        lr = cfg.lr_at(step + 1)
+        optimizer.set_lr(lr)
+        x, y = dataset.get_batch("train", B, T, rng)                # (B, T), (B, T)
+        _, loss = model(x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        if cfg.grad_clip:
+            clip_grad_norm(params, cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad()
+        step += 1
+        lv = float(loss.item())
+        times.append(time.perf_counter() - t0)
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"train: the loss became {lv} at step {step} (lr {lr:.3g}); lower the lr")
+        history["step"].append(step)
+        history["train_loss"].append(lv)
+        history["lr"].append(lr)
+
+        last = step == cfg.max_steps
+        if step % cfg.eval_interval == 0 or last:
+            if val_batches:
+                vl = evaluate(model, val_batches)
+                history["val_step"].append(step)
+                history["val_loss"].append(vl)
+                if history["best"] is None or vl < history["best"]["val_loss"]:
+                    history["best"] = {"step": step, "val_loss": vl}
+        if step % cfg.log_interval == 0 or last:
+            recent = history["train_loss"][-cfg.log_interval:]
+            ms = 1000 * float(np.median(times[-cfg.log_interval:]))
+            val = f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-"
+            log(f"step {step}/{cfg.max_steps} | train {np.mean(recent):.3f} | val {val} | "
+                f"{_fmt_rate(tok * 1000 / ms)} tok/s | {ms:.0f} ms/step | "
+                f"eta {format_duration((cfg.max_steps - step) * ms / 1000)}")
+        if last or step % cfg.eval_interval == 0:
+            ms_med = 1000 * float(np.median(times))
+            history["ms_per_step"] = ms_med
+            history["tokens_per_s"] = tok * 1000 / ms_med
+            history["final"] = {"step": step,
+                                "train_loss": float(np.mean(history["train_loss"][-cfg.log_interval:])),
+                                "val_loss": history["val_loss"][-1] if history["val_loss"] else None}
+            if out_dir is not None:
+                save_checkpoint(out_dir, model, optimizer, step, train_state())
+                last_saved = step
+
+    if out_dir is not None and last_saved != step:
+        save_checkpoint(out_dir, model, optimizer, step, train_state())
+    if times:
+        history["ms_per_step"] = 1000 * float(np.median(times))
+        history["tokens_per_s"] = tok * 1000 / history["ms_per_step"]
+    return history
