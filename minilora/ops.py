@@ -253,16 +253,35 @@ class GELU(Function):
 
     @staticmethod
     def forward(ctx, x):
-        x2 = x * x
-        t = np.tanh(_GELU_C * x * (1 + 0.044715 * x2))
+        shape, x = x.shape, x.reshape(-1)                         # 1-D, so 0-d inputs stay arrays
+        x2 = x * x                                                # saved for backward
+        t = x2 * 0.044715
+        t += 1
+        t *= x
+        t *= _GELU_C
+        np.tanh(t, out=t)                                         # t = tanh(u), in place
         ctx.save_for_backward(x, x2, t)
-        return 0.5 * x * (1 + t)
+        y = t + 1
+        y *= x
+        y *= 0.5
+        ctx.shape = shape
+        return y.reshape(shape)
 
     @staticmethod
     def backward(ctx, g):
         x, x2, t = ctx.saved
-        d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_GELU_C * (1 + 3 * 0.044715 * x2))
-        return (g * d,)
+        d = t * t
+        np.subtract(1, d, out=d)                                  # 1 - t^2
+        d *= x
+        a = x2 * (3 * 0.044715)
+        a += 1
+        d *= a
+        d *= _GELU_C                                              # x (1 - t^2) c (1 + 3k x^2)
+        d += t
+        d += 1
+        d *= 0.5                                                  # dy/dx
+        d *= g.reshape(-1)
+        return (d.reshape(ctx.shape),)
 
 
 # ============================================================ reductions
