@@ -109,12 +109,14 @@ def add_pretrain_arguments(p):
                         "(default: pydoc)")
     p.add_argument("--out", default="runs/base", help="checkpoint directory (default: runs/base)")
     p.add_argument("--steps", type=positive_int, default=d["steps"], help=f"optimizer steps (default {d['steps']})")
-    p.add_argument("--n-layer", type=positive_int, default=d["n_layer"], help=f"transformer blocks (default {d['n_layer']})")
+    p.add_argument("--n-layer", type=positive_int, default=d["n_layer"],
+                   help=f"transformer blocks (default {d['n_layer']})")
     p.add_argument("--n-head", type=positive_int, default=d["n_head"], help=f"attention heads (default {d['n_head']})")
     p.add_argument("--n-embd", type=positive_int, default=d["n_embd"], help=f"embedding width (default {d['n_embd']})")
     p.add_argument("--block-size", type=positive_int, default=d["block_size"],
                    help=f"context length T (default {d['block_size']})")
-    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"], help=f"batch size B (default {d['batch_size']})")
+    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
+                   help=f"batch size B (default {d['batch_size']})")
     p.add_argument("--lr", type=positive_float, default=d["lr"], help=f"peak learning rate (default {d['lr']})")
     p.add_argument("--min-lr", type=nonneg_float, default=None, help="final learning rate (default lr/10)")
     p.add_argument("--warmup-steps", type=nonneg_int, default=None, help="warm-up steps (default min(100, steps/10))")
@@ -123,9 +125,11 @@ def add_pretrain_arguments(p):
     p.add_argument("--eval-interval", type=positive_int, default=None,
                    help="evaluate and checkpoint every N steps (default steps/10)")
     p.add_argument("--eval-batches", type=positive_int, default=8, help="validation batches (default 8)")
-    p.add_argument("--log-interval", type=positive_int, default=None, help="progress line every N steps (default steps/24)")
+    p.add_argument("--log-interval", type=positive_int, default=None,
+                   help="progress line every N steps (default steps/24)")
     p.add_argument("--seed", type=nonneg_int, default=d["seed"], help=f"random seed (default {d['seed']})")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype (default float32)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="parameter dtype (default float32)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--sample-tokens", type=nonneg_int, default=200, help="length of the final sample (default 200)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -158,6 +162,8 @@ def run_pretrain(args):
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     if args.resume and not os.path.exists(os.path.join(args.out, "latest.json")):
         raise UserError(f"--resume: no checkpoint in {args.out!r}")
+    if not args.resume and os.path.exists(os.path.join(args.out, "latest.json")):
+        log(f"note: {args.out} holds a checkpoint; this new run replaces it (use --resume to continue it)")
     hist = train(model, ds, cfg, out_dir=args.out, resume=args.resume, log=log)
 
     base = unigram_loss(ds.val, reference_tokens=ds.train)
@@ -183,7 +189,8 @@ def add_sample_arguments(p):
     p.add_argument("--ckpt", default="runs/base", help="checkpoint directory (default: runs/base)")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=nonneg_int, default=300, help="tokens (bytes) to generate (default 300)")
-    p.add_argument("--temperature", type=nonneg_float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--temperature", type=nonneg_float, default=0.8,
+                   help="sampling temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely bytes")
     p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
 

@@ -167,7 +167,8 @@ def _find_gpt_config(model):
         cfg = getattr(m, "config", None)
         if isinstance(cfg, GPTConfig):
             return cfg
-        m = getattr(m, "base_model", None) or getattr(m, "model", None)
+        inner = getattr(m, "base_model", None)
+        m = inner if inner is not None else getattr(m, "model", None)
     return None
 
 

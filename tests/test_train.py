@@ -256,3 +256,28 @@ def test_trains_only_parameters_with_requires_grad(pydoc):
     for n, p in model.named_parameters():
         if n in frozen:
             np.testing.assert_array_equal(p.data, frozen[n], err_msg=n)
+
+
+def test_lora_model_trains_only_adapters_and_resumes_exactly(pydoc, tmp_path):
+    lora = pytest.importorskip("minilora.lora")
+    cfg = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)
+
+    def make():
+        return lora.get_peft_model(GPT(cfg, seed=5), lora.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1,
+                                                                     target_modules=("c_attn", "c_fc")))
+
+    full = make()
+    base_before = {n: p.data.copy() for n, p in full.named_parameters() if not p.requires_grad}
+    train(full, pydoc, tiny_cfg(max_steps=4, eval_interval=2), log=quiet)
+    for n, p in full.named_parameters():
+        if n in base_before:
+            np.testing.assert_array_equal(p.data, base_before[n], err_msg=n)
+    first = make()
+    train(first, pydoc, tiny_cfg(max_steps=2, eval_interval=2, lr_decay_steps=4), out_dir=tmp_path, log=quiet)
+    second = make()
+    train(second, pydoc, tiny_cfg(max_steps=4, eval_interval=2, lr_decay_steps=4), out_dir=tmp_path,
+          resume=True, log=quiet)
+    for (n, a), (_, b) in zip(full.named_parameters(), second.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=n)
+    with pytest.raises(ValueError, match="not a plain GPT"):
+        load_model(tmp_path)
