@@ -1,0 +1,213 @@
+"""The main job, end to end on the built-in corpora: pretrain on prose, LoRA-adapt to code, merge.
+
+    1. pretrain a small GPT on `pydoc` (English prose about Python), or reuse the checkpoint of the
+       same configuration in <out>/base (an interrupted pretraining resumes);
+    2. measure validation loss on `stdlib` (Python source code) and on the prose;
+    3. LoRA fine-tune a copy on the code (base frozen), then full fine-tune another copy;
+    4. print a table: trainable parameters, optimizer-state bytes, ms per step, validation loss on
+       code before and after, and on prose before and after (forgetting);
+    5. merge the adapter and report the largest |merged - unmerged| logit difference;
+    6. print samples before and after adaptation; write metrics.json, the adapter and a loss-curve
+       PNG into the run folder.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import io as _io
+from .data import ByteTokenizer, TokenDataset, load_corpus, unigram_loss
+from .finetune import finetune
+from .lora import LoraConfig
+from .nn import GPT, GPTConfig
+from .tensor import no_grad
+from .train import TrainConfig, evaluate, load_checkpoint, load_model, train
+
+__all__ = ["DemoConfig", "run_demo", "format_table"]
+
+
+@dataclass
+class DemoConfig:
+    """Sizes and budgets of the demo (defaults: about 5 minutes on 2 cores).
+
+    The model is config S of the benchmarks (4 layers, 4 heads, 128 channels, context 64 bytes).
+    """
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    batch_size: int = 16
+    pretrain_steps: int = 1200
+    pretrain_lr: float = 2e-3
+    finetune_steps: int = 300
+    lora_lr: float = 3e-3
+    full_lr: float = 1e-3
+    r: int = 8
+    lora_alpha: float = 16.0
+    target_modules: tuple = ("c_attn",)
+    eval_batches: int = 16
+    seed: int = 0
+    sample_tokens: int = 160
+    sample_prompt: str = "def "
+
+    def gpt_config(self) -> GPTConfig:
+        """The GPTConfig of the base model."""
+        return GPTConfig(vocab_size=256, block_size=self.block_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, dropout=0.0, bias=True)
+
+    def pretrain_config(self) -> TrainConfig:
+        """TrainConfig of the pretraining run."""
+        return TrainConfig(max_steps=self.pretrain_steps, batch_size=self.batch_size, lr=self.pretrain_lr,
+                           eval_interval=max(1, self.pretrain_steps // 6), eval_batches=self.eval_batches,
+                           seed=self.seed, log_interval=max(1, self.pretrain_steps // 12))
+
+    def finetune_config(self, lr) -> TrainConfig:
+        """TrainConfig of a fine-tuning run with peak learning rate lr."""
+        return TrainConfig(max_steps=self.finetune_steps, batch_size=self.batch_size, lr=lr,
+                           warmup_steps=min(30, self.finetune_steps // 10), weight_decay=0.0,
+                           eval_interval=max(1, self.finetune_steps // 5), eval_batches=self.eval_batches,
+                           seed=self.seed + 1, log_interval=max(1, self.finetune_steps // 5))
+
+
+def _pretrained_base(cfg: DemoConfig, prose: TokenDataset, base_dir: Path, log):
+    """Load <base_dir> if it holds a finished pretraining of this config; resume or start otherwise."""
+    want_model, want_train = cfg.gpt_config().to_dict(), cfg.pretrain_config().to_dict()
+    resume = False
+    try:
+        ck = load_checkpoint(base_dir)
+        same = (ck["model_config"] == want_model
+                and ck["train_state"].get("train_config") == want_train)
+        if same and ck["step"] >= cfg.pretrain_steps:
+            log(f"reusing the pretrained base in {base_dir} (step {ck['step']}, same config)")
+            return load_model(base_dir), ck["train_state"].get("history"), True
+        resume = same
+        if not same:
+            log(f"{base_dir} holds a different configuration: pretraining anew")
+    except FileNotFoundError:
+        pass
+    except ValueError as e:
+        log(f"ignoring an unreadable checkpoint in {base_dir}: {e}")
+    if not resume and base_dir.exists():
+        for f in list(base_dir.glob("ckpt-*")) + [base_dir / "latest.json"]:
+            if f.exists():
+                f.unlink()
+    model = GPT(cfg.gpt_config(), seed=cfg.seed)
+    history = train(model, prose, cfg.pretrain_config(), out_dir=base_dir, resume=resume, log=log)
+    return model, history, False
+
+
+def _sample(model, prompt, n, seed):
+    tok = ByteTokenizer()
+    ids = tok.encode(prompt)[None, :]
+    out = model.generate(ids, n, temperature=0.8, top_k=40, seed=seed)
+    return tok.decode(out[0])
+
+
+def format_table(rows) -> str:
+    """The comparison table as text: one row per method (dicts as in metrics.json["methods"])."""
+    head = (f"{'method':<22}{'trainable params':>22}{'optim state':>13}{'ms/step':>9}"
+            f"{'code val: before -> after':>28}{'prose val: before -> after':>29}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        pct = 100.0 * r["trainable_params"] / r["all_params"]
+        lines.append(f"{r['method']:<22}{r['trainable_params']:>13,} ({pct:5.2f}%){r['optimizer_state_bytes'] / 2**10:>9.0f} KiB"
+                     f"{r['ms_per_step']:>9.0f}{r['code_before']:>15.3f} -> {r['code_after']:.3f}"
+                     f"{r['prose_before']:>16.3f} -> {r['prose_after']:.3f}")
+    return "\n".join(lines)
+
+
+def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> dict:
+    """Run the whole story (see the module docstring) and return the metrics written to metrics.json.
+
+    Args:
+        out_dir: run folder (created); <out>/base keeps the pretrained checkpoint for reuse.
+        cfg: DemoConfig. log: printer for progress and results.
+    Returns:
+        dict (also written to <out>/metrics.json): config, base losses, per-method rows, the merge
+        check, samples, timings.
+    """
+    cfg = cfg or DemoConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    tok = ByteTokenizer()
+    prose = TokenDataset(tok.encode(load_corpus("pydoc")))
+    code = TokenDataset(tok.encode(load_corpus("stdlib")))
+    B, T = cfg.batch_size, cfg.block_size
+    prose_val = prose.fixed_batches("val", cfg.eval_batches, B, T, seed=cfg.seed)
+    code_val = code.fixed_batches("val", cfg.eval_batches, B, T, seed=cfg.seed)
+
+    log(f"== 1. pretraining a GPT ({cfg.n_layer} layers, {cfg.n_embd} channels) on pydoc prose "
+        f"({prose.train.size:,} training bytes)")
+    base, pre_hist, reused = _pretrained_base(cfg, prose, out / "base", log)
+    base.eval()
+    base_losses = {"prose": evaluate(base, prose_val), "code": evaluate(base, code_val)}
+    baselines = {"prose": unigram_loss(prose.val, prose.train), "code": unigram_loss(code.val, code.train)}
+    log(f"base model: prose val loss {base_losses['prose']:.3f} (unigram baseline {baselines['prose']:.3f}), "
+        f"code val loss {base_losses['code']:.3f} (unigram baseline {baselines['code']:.3f}) [nats/byte]")
+    sample_before = _sample(base, cfg.sample_prompt, cfg.sample_tokens, cfg.seed)
+
+    rows, results = [], {}
+    lora_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.target_modules))
+    for method, lr, label in (("lora", cfg.lora_lr, f"LoRA r={cfg.r} {'+'.join(cfg.target_modules)}"),
+                              ("full", cfg.full_lr, "full fine-tuning")):
+        log(f"== {2 if method == 'lora' else 3}. {label} on stdlib code ({code.train.size:,} training bytes), "
+            f"lr {lr:g}, {cfg.finetune_steps} steps")
+        res = finetune(base, code, method, lora_cfg, cfg.finetune_config(lr), log=log)
+        res.model.eval()
+        row = {"method": label, "trainable_params": res.trainable_params, "all_params": res.all_params,
+               "optimizer_state_bytes": res.optimizer_state_bytes, "ms_per_step": res.ms_per_step,
+               "code_before": base_losses["code"], "code_after": evaluate(res.model, code_val),
+               "prose_before": base_losses["prose"], "prose_after": evaluate(res.model, prose_val)}
+        rows.append(row)
+        results[method] = res
+
+    lora_model = results["lora"].model
+    lora_model.save_adapter(out / "adapter")
+    lora_model.eval()
+    x = code_val[0][0]
+    with no_grad():
+        unmerged = lora_model(x)[0].data.copy()
+        lora_model.merge_adapter()
+        merged = lora_model(x)[0].data
+    merge_diff = float(np.max(np.abs(merged - unmerged)))
+    rel = merge_diff / float(np.max(np.abs(unmerged)))
+    plain = lora_model.merge_and_unload()
+    with no_grad():
+        unload_diff = float(np.max(np.abs(plain(x)[0].data - unmerged)))
+    sample_after = _sample(plain, cfg.sample_prompt, cfg.sample_tokens, cfg.seed)
+
+    log("\n== results (validation loss in nats per byte; lower is better)")
+    log(format_table(rows))
+    log(f"\nmerge: largest |merged - unmerged| logit difference {merge_diff:.2e} "
+        f"({rel:.1e} of the largest logit; {plain.dtype}); after merge_and_unload {unload_diff:.2e}")
+    log(f"\n-- sample before adaptation (base model, prompt {cfg.sample_prompt!r}):\n{sample_before}")
+    log(f"\n-- sample after LoRA adaptation (merged model):\n{sample_after}")
+
+    curves = {"pretrain (prose), val": (pre_hist["val_step"], pre_hist["val_loss"])} if pre_hist else {}
+    for m, res in results.items():
+        h = res.history
+        curves[f"{m} (code), train"] = (h["step"], list(np.convolve(h["train_loss"], np.ones(10) / 10, "same")))
+        curves[f"{m} (code), val"] = (h["val_step"], h["val_loss"])
+    png = None
+    try:
+        from .plots import plot_loss_curves
+        png = plot_loss_curves(curves, out / "loss_curves.png", title="minilora demo: loss curves")
+    except ImportError as e:  # matplotlib missing: the figures are still in metrics.json
+        log(f"(no plot: {e})")
+    metrics = {"config": asdict(cfg), "reused_base": reused, "base": base_losses, "unigram_baseline": baselines,
+               "methods": rows, "merge_max_abs_logit_diff": merge_diff, "merge_relative_diff": rel,
+               "merge_and_unload_max_abs_logit_diff": unload_diff, "dtype": str(plain.dtype),
+               "samples": {"before": sample_before, "after_lora": sample_after},
+               "histories": {m: {k: r.history[k] for k in ("step", "train_loss", "val_step", "val_loss")}
+                             for m, r in results.items()},
+               "files": {"adapter": str(out / "adapter"), "loss_curves": png},
+               "seconds": time.perf_counter() - t_start}
+    _io.save_json_atomic(out / "metrics.json", metrics)
+    log(f"\nwrote {out / 'metrics.json'}, {out / 'adapter'}/, {png or '(no plot)'} "
+        f"in {metrics['seconds']:.0f} s")
+    return metrics
