@@ -219,6 +219,221 @@ def run_sample(args):
 
 
 # --------------------------------------------------------------------------------------------------
+# demo: the main job
+# --------------------------------------------------------------------------------------------------
+
+
+def add_demo_arguments(p):
+    from .demo import DemoConfig
+
+    d = DemoConfig()
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); the pretrained base "
+                                                      "is kept in <out>/base and reused by the next run")
+    p.add_argument("--pretrain-steps", type=positive_int, default=d.pretrain_steps,
+                   help=f"pretraining steps on pydoc (default {d.pretrain_steps})")
+    p.add_argument("--finetune-steps", type=positive_int, default=d.finetune_steps,
+                   help=f"steps of each fine-tuning run on stdlib (default {d.finetune_steps})")
+    p.add_argument("--r", type=positive_int, default=d.r, help=f"LoRA rank (default {d.r})")
+    p.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha,
+                   help=f"LoRA alpha; scaling = alpha / r (default {d.lora_alpha:g})")
+    p.add_argument("--target-modules", nargs="+", default=list(d.target_modules),
+                   help="module names (or dotted suffixes) to adapt (default: c_attn)")
+    p.add_argument("--lora-lr", type=positive_float, default=d.lora_lr, help=f"LoRA peak lr (default {d.lora_lr:g})")
+    p.add_argument("--full-lr", type=positive_float, default=d.full_lr,
+                   help=f"full fine-tuning peak lr (default {d.full_lr:g})")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed, help=f"random seed (default {d.seed})")
+
+
+def run_demo(args):
+    from . import perf
+    from .demo import DemoConfig, run_demo as _run
+
+    perf.configure_malloc()
+    try:
+        cfg = DemoConfig(pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps, r=args.r,
+                         lora_alpha=args.lora_alpha, target_modules=tuple(args.target_modules),
+                         lora_lr=args.lora_lr, full_lr=args.full_lr, seed=args.seed)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    _run(args.out, cfg, log=lambda s: print(s, flush=True))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# finetune
+# --------------------------------------------------------------------------------------------------
+
+
+def add_finetune_arguments(p):
+    p.add_argument("--base", default="runs/base", help="pretrained checkpoint directory (default: runs/base)")
+    p.add_argument("--corpus", default="stdlib", help="built-in corpus or a UTF-8 text file (default: stdlib)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/finetune-lora or runs/finetune-full)")
+    p.add_argument("--full", action="store_true", help="full fine-tuning (every parameter) instead of LoRA")
+    p.add_argument("--r", type=positive_int, default=8, help="LoRA rank r (default 8)")
+    p.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha; scaling = alpha/r (default 16)")
+    p.add_argument("--lora-dropout", type=nonneg_float, default=0.0, help="dropout on the LoRA branch input (default 0)")
+    p.add_argument("--target-modules", nargs="+", default=["c_attn"],
+                   help="module names or dotted suffixes to adapt (default: c_attn)")
+    p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
+    p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 3e-3 for LoRA, 1e-3 for --full)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
+    p.add_argument("--eval-batches", type=positive_int, default=16, help="validation batches (default 16)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run_finetune(args):
+    from . import perf
+    from .data import TokenDataset, load_corpus
+    from .finetune import finetune
+    from .lora import LoraConfig
+    from .train import TrainConfig, evaluate, load_model, save_checkpoint
+
+    perf.configure_malloc()
+    if not os.path.exists(os.path.join(args.base, "latest.json")):
+        raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`)")
+    base = load_model(args.base)
+    ds = TokenDataset(load_corpus(args.corpus))
+    method = "full" if args.full else "lora"
+    out = args.out or f"runs/finetune-{method}"
+    lr = args.lr or (1e-3 if args.full else 3e-3)
+    try:
+        lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                                                 target_modules=list(args.target_modules),
+                                                 use_rslora=args.use_rslora)
+        tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
+                           warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
+                           eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from None
+    T = base.config.block_size
+    val = ds.fixed_batches("val", args.eval_batches, args.batch_size, T, seed=args.seed)
+    before = evaluate(base, val)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    res = finetune(base, ds, method, lcfg, tcfg, log=log)
+    after = evaluate(res.model, val)
+    os.makedirs(out, exist_ok=True)
+    if method == "lora":
+        res.model.print_trainable_parameters()
+        res.model.save_adapter(os.path.join(out, "adapter"))
+        where = os.path.join(out, "adapter")
+    else:
+        save_checkpoint(out, res.model, None, tcfg.max_steps)
+        where = out
+    print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/byte "
+          f"({res.trainable_params:,} trainable parameters, optimizer state {res.optimizer_state_bytes / 2**10:.0f} KiB, "
+          f"{res.ms_per_step:.0f} ms/step); saved to {where}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# gradcheck: the three-way comparison a learner can run
+# --------------------------------------------------------------------------------------------------
+
+
+def add_gradcheck_arguments(p):
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random inputs (default 0)")
+
+
+def run_gradcheck(args):
+    import numpy as np
+
+    from . import gradcheck, ops
+    from .lora import functional as LF
+    from .lora.layer import lora_linear_composed
+    from .tensor import Tensor
+
+    rng = np.random.default_rng(args.seed)
+    r64 = lambda *s: rng.standard_normal(s)
+    x, W0, b = r64(2, 3, 5), r64(4, 5), r64(4)
+    A, B, s = r64(2, 5), r64(4, 2), 16 / 2
+    mask = (rng.random(x.shape) > 0.3).astype(np.float64)
+
+    print("LoRA layer y = x W0^T + b + s (x~ A^T) B^T, shapes x (2,3,5), W0 (4,5), A (2,5), B (4,2), s = 8, "
+          "dropout mask kept with p = 0.7")
+
+    def hand(c, x_, A_, B_):
+        _, cache = LF.lora_forward(x_, W0, b, A_, B_, s, mask, 0.7)
+        g = LF.lora_backward(c, cache)
+        return [g["dx"], g["dA"], g["dB"]]
+
+    print("hand = lora/functional.py's derivation; autograd = the same layer composed from engine ops")
+    named = [Tensor(v, requires_grad=True, name=n) for v, n in ((x, "x"), (A, "A"), (B, "B"))]
+    rows = gradcheck.compare(lambda x_, A_, B_: lora_linear_composed(x_, W0, b, A_, B_, s, mask, 0.7), *named,
+                             hand=hand)
+    checks = [("softmax", lambda t: ops.softmax(t), [r64(3, 6)]),
+              ("log_softmax", lambda t: ops.log_softmax(t), [r64(3, 6)]),
+              ("layer_norm", lambda t, w, bb: ops.layer_norm(t, w, bb), [r64(3, 6), r64(6), r64(6)]),
+              ("attention", lambda t: ops.attention(t, 2), [r64(2, 4, 12)]),
+              ("cross_entropy", lambda t: ops.cross_entropy(t, np.array([1, 0, 5])), [r64(3, 6)]),
+              ("gelu", lambda t: ops.gelu(t), [r64(4, 5)]),
+              ("matmul (broadcast)", lambda a, bb: a @ bb, [r64(2, 3, 4), r64(4, 5)])]
+    print("\nautograd vs central differences (float64, random cotangent):")
+    worst = max(r["auto_num"] for r in rows)
+    for name, fn, arrays in checks:
+        rep = gradcheck.check_grad(fn, *arrays, raise_on_failure=False)
+        err = max(row["abs"] for row in rep.rows)
+        worst = max(worst, err)
+        print(f"  {name:<20} max abs error {err:.2e}  {'ok' if rep.passed else 'FAILED'}")
+    return 0 if worst < 1e-6 else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# exercises
+# --------------------------------------------------------------------------------------------------
+
+
+def add_exercises_arguments(p):
+    sub = p.add_subparsers(dest="action", metavar="action")
+    sub.add_parser("list", help="list the exercises in the suggested order")
+    show = sub.add_parser("show", help="print an exercise's stub (copy it to a file and fill it in)")
+    show.add_argument("name")
+    check = sub.add_parser("check", help="grade your solution on hypothesis-drawn inputs")
+    check.add_argument("name")
+    check.add_argument("--file", required=True, help="your Python file defining a function named like the exercise")
+
+
+def run_exercises(args):
+    from . import exercises
+
+    if args.action in (None, "list"):
+        for name, summary in exercises.list_exercises():
+            print(f"{name:<24} {summary}")
+        print("\nminilora exercises show NAME > my_solution.py   then   "
+              "minilora exercises check NAME --file my_solution.py")
+        return 0
+    names = [n for n, _ in exercises.list_exercises()]
+    if args.name not in names:
+        raise UserError(f"unknown exercise {args.name!r}; choose from: {', '.join(names)}")
+    if args.action == "show":
+        print(exercises.stub_source(args.name))
+        return 0
+    result = exercises.check_file(args.name, args.file)
+    print(result)
+    return 0 if result.passed else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# analyze: the LoRA paper's Section 7 experiments (minilora/experiments.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def add_analyze_arguments(p):
+    from .experiments import add_analyze_arguments as _add
+
+    _add(p)
+
+
+def run_analyze(args):
+    from . import perf
+    from .experiments import run_analyze as _run
+
+    perf.configure_malloc()
+    return _run(args)
+
+
+# --------------------------------------------------------------------------------------------------
 # registration point: one Command per subcommand. Others (demo, finetune, analyze, gradcheck,
 # exercises) append theirs here, or call register() before main() runs.
 # --------------------------------------------------------------------------------------------------
@@ -227,11 +442,14 @@ COMMANDS: list[Command] = [
     Command("pretrain", "pretrain a small GPT on a corpus and save checkpoints", add_pretrain_arguments,
             run_pretrain),
     Command("sample", "generate text from a checkpoint", add_sample_arguments, run_sample),
-    # Command("demo", ..., add_demo_arguments, run_demo),
-    # Command("finetune", ..., add_finetune_arguments, run_finetune),
-    # Command("analyze", ..., add_analyze_arguments, run_analyze),
-    # Command("gradcheck", ..., add_gradcheck_arguments, run_gradcheck),
-    # Command("exercises", ..., add_exercises_arguments, run_exercises),
+    Command("demo", "the main job: pretrain on prose, LoRA and full fine-tuning on code, merge, report",
+            add_demo_arguments, run_demo),
+    Command("finetune", "adapt a pretrained checkpoint to a corpus with LoRA (or --full)", add_finetune_arguments,
+            run_finetune),
+    Command("gradcheck", "hand-derived vs autograd vs numeric gradients, side by side", add_gradcheck_arguments,
+            run_gradcheck),
+    Command("exercises", "interview exercises: list, show a stub, check your solution", add_exercises_arguments,
+            run_exercises),
 ]
 
 
