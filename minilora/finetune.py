@@ -43,15 +43,18 @@ class FinetuneResult:
         return float(self.history.get("ms_per_step") or 0.0)
 
 
-def copy_model(model: GPT) -> GPT:
-    """A new GPT with the same config, dtype and weights (bit for bit); the original is untouched."""
-    clone = GPT(model.config, dtype=model.dtype)
+def copy_model(model: GPT, seed=0) -> GPT:
+    """A new GPT with the same config, dtype and weights (bit for bit); the original is untouched.
+
+    seed (int or sequence of ints) seeds the clone's `rng` (dropout masks, LoRA initialisation).
+    """
+    clone = GPT(model.config, dtype=model.dtype, seed=seed)
     clone.load_state_dict(model.state_dict())
     return clone
 
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
-             cfg: TrainConfig | None = None, log=print, out_dir=None) -> FinetuneResult:
+             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
 
     Args:
@@ -61,6 +64,9 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         lora_config: LoraConfig for method="lora" (default: r=8, lora_alpha=16 on c_attn).
         cfg: TrainConfig (steps, lr, ...); default TrainConfig(max_steps=200).
         log: progress printer. out_dir: checkpoint directory for the run (None: no checkpoints).
+        seed: seeds the LoRA initialisation and dropout, together with r: runs with different ranks
+            get independent initial A (with one stream, A of rank 4 would be the first rows of A of
+            rank 16, and their subspaces would overlap before any training).
     Returns:
         FinetuneResult.
     Raises:
@@ -69,9 +75,10 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     if method not in ("lora", "full"):
         raise ValueError(f"finetune: method must be 'lora' or 'full', got {method!r}")
     cfg = cfg or TrainConfig(max_steps=200)
-    model = copy_model(base)
+    lora_config = lora_config or LoraConfig()
+    model = copy_model(base, seed=[seed, lora_config.r] if method == "lora" else seed)
     if method == "lora":
-        model = get_peft_model(model, lora_config or LoraConfig())
+        model = get_peft_model(model, lora_config)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log)
