@@ -188,15 +188,18 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> d
     log(f"\n-- sample before adaptation (base model, prompt {cfg.sample_prompt!r}):\n{sample_before}")
     log(f"\n-- sample after LoRA adaptation (merged model):\n{sample_after}")
 
-    curves = {"pretrain (prose), val": (pre_hist["val_step"], pre_hist["val_loss"])} if pre_hist else {}
+    curves = {"pretraining: prose val": (pre_hist["val_step"], pre_hist["val_loss"])} if pre_hist else {}
+    w, off = 20, cfg.pretrain_steps                               # fine-tuning continues after pretraining
     for m, res in results.items():
         h = res.history
-        curves[f"{m} (code), train"] = (h["step"], list(np.convolve(h["train_loss"], np.ones(10) / 10, "same")))
-        curves[f"{m} (code), val"] = (h["val_step"], h["val_loss"])
+        if len(h["train_loss"]) >= w:                             # moving average over w steps, no edge effects
+            smooth = np.convolve(h["train_loss"], np.ones(w) / w, "valid")
+            curves[f"{m}: code train (avg of {w})"] = ([off + s for s in h["step"][w - 1:]], list(smooth))
+        curves[f"{m}: code val"] = ([off] + [off + s for s in h["val_step"]], [base_losses["code"]] + h["val_loss"])
     png = None
     try:
         from .plots import plot_loss_curves
-        png = plot_loss_curves(curves, out / "loss_curves.png", title="minilora demo: loss curves")
+        png = plot_loss_curves(curves, out / "loss_curves.png", title="pretraining on prose, then fine-tuning on code")
     except ImportError as e:  # matplotlib missing: the figures are still in metrics.json
         log(f"(no plot: {e})")
     metrics = {"config": asdict(cfg), "reused_base": reused, "base": base_losses, "unigram_baseline": baselines,
