@@ -1,0 +1,77 @@
+"""The main job end to end on a tiny configuration: files written, table printed, base reused,
+merge exact to float32 rounding; and the finetune command's LoRA and --full paths."""
+import json
+
+import numpy as np
+import pytest
+
+from minilora.cli import main
+from minilora.demo import DemoConfig, run_demo
+
+TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, pretrain_steps=12,
+            finetune_steps=6, eval_batches=2, sample_tokens=8, r=2, lora_alpha=6.0)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    lines = []
+    metrics = run_demo(out, DemoConfig(**TINY), log=lines.append)
+    return out, metrics, "\n".join(lines)
+
+
+def test_demo_writes_metrics_adapter_and_plot(demo_run):
+    out, metrics, _ = demo_run
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["methods"] == metrics["methods"]
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "adapter" / "adapter_model.npz").exists()
+    assert (out / "loss_curves.png").stat().st_size > 1000
+    assert (out / "base" / "latest.json").exists()
+
+
+def test_demo_table_rows_and_figures(demo_run):
+    _, metrics, text = demo_run
+    lora, full = metrics["methods"]
+    # LoRA r=2 on c_attn of one layer: r * (d_in + d_out) = 2 * (32 + 96)
+    assert lora["trainable_params"] == 2 * (32 + 96)
+    assert full["trainable_params"] == full["all_params"]
+    # AdamW keeps two float32 moments per trained scalar
+    assert lora["optimizer_state_bytes"] == 2 * 4 * lora["trainable_params"]
+    for row in (lora, full):
+        for k in ("code_before", "code_after", "prose_before", "prose_after", "ms_per_step"):
+            assert np.isfinite(row[k]) and row[k] > 0
+        assert row["method"] in text
+    assert "code val: before -> after" in text and "sample after LoRA adaptation" in text
+
+
+def test_demo_merge_matches_unmerged_to_float32_rounding(demo_run):
+    _, metrics, _ = demo_run
+    assert metrics["dtype"] == "float32"
+    assert metrics["merge_relative_diff"] < 1e-5
+    assert metrics["merge_and_unload_max_abs_logit_diff"] == pytest.approx(metrics["merge_max_abs_logit_diff"], abs=1e-6)
+
+
+def test_demo_reuses_a_base_of_the_same_config(demo_run):
+    out, metrics, _ = demo_run
+    lines = []
+    again = run_demo(out, DemoConfig(**TINY), log=lines.append)
+    assert again["reused_base"] and not metrics["reused_base"]
+    assert again["base"] == metrics["base"]
+    assert any("reusing the pretrained base" in s for s in lines)
+
+
+def test_finetune_cli_lora_and_full(tmp_path, capsys):
+    base = tmp_path / "base"
+    assert main(["pretrain", "--corpus", "pydoc", "--out", str(base), "--steps", "8", "--n-layer", "1",
+                 "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
+                 "--sample-tokens", "0", "--quiet"]) == 0
+    common = ["finetune", "--base", str(base), "--corpus", "stdlib", "--steps", "4", "--batch-size", "4",
+              "--eval-batches", "2", "--quiet"]
+    assert main(common + ["--r", "2", "--lora-alpha", "5", "--out", str(tmp_path / "lora")]) == 0
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.npz").exists()
+    assert "trainable params: " in capsys.readouterr().out
+    assert main(common + ["--full", "--out", str(tmp_path / "full")]) == 0
+    assert (tmp_path / "full" / "latest.json").exists()
+    assert main(common + ["--r", "2", "--target-modules", "c_atn", "--out", str(tmp_path / "bad")]) == 2
+    assert "c_atn" in capsys.readouterr().err
