@@ -733,6 +733,21 @@ class Dropout(Function):
         return (g * ctx.saved[0],)
 
 
+_CAUSAL = {}
+
+
+def _causal_bias(T, dtype):
+    """(T, T) additive mask: 0 on and below the diagonal, -inf above (cached; adding it is faster
+    than boolean-mask assignment)."""
+    key = (T, np.dtype(dtype))
+    if key not in _CAUSAL:
+        bias = np.zeros((T, T), dtype=dtype)
+        bias[np.triu_indices(T, 1)] = -np.inf
+        bias.setflags(write=False)
+        _CAUSAL[key] = bias
+    return _CAUSAL[key]
+
+
 class Attention(Function):
     """Fused causal multi-head self-attention on the fused projection qkv (B, T, 3C) -> (B, T, C).
 
@@ -757,7 +772,7 @@ class Attention(Function):
         q, k, v = h[0], h[1], h[2]
         scale = qkv.dtype.type(1.0 / math.sqrt(hs))
         att = (q @ k.transpose(0, 1, 3, 2)) * scale                # (B, nh, T, T)
-        att[..., np.triu(np.ones((T, T), dtype=bool), 1)] = -np.inf
+        att += _causal_bias(T, att.dtype)                          # -inf above the diagonal
         att -= att.max(axis=-1, keepdims=True)
         np.exp(att, out=att)
         att /= att.sum(axis=-1, keepdims=True)                     # P
