@@ -236,7 +236,10 @@ def rank_sweep(base, out_dir, ranks=(1, 2, 4, 8, 16, 64), steps=None, quick=Fals
     rows, models = [], {}
     for r in ranks:
         log(f"== sweep: LoRA r={r} (alpha {lora_alpha:g}, scaling {lora_alpha / r:.3g}) on q,v of c_attn")
-        model, hist = _finetune(base, code, s, "lora", r=r, lora_alpha=lora_alpha, lr=lora_lr, log=log)
+        # init seed = r: adapters of different r must not share their initial A (the generator would
+        # draw the same first rows for A_8 and A_64, which inflates φ between them)
+        model, hist = _finetune(base, code, s, "lora", r=r, lora_alpha=lora_alpha, lr=lora_lr, init_seed=r,
+                                log=log)
         n_train = sum(p.size for p in model.parameters() if p.requires_grad)
         rows.append({"method": f"LoRA r={r}", "r": r, "scaling": lora_alpha / r, "trainable_params": int(n_train),
                      "val_loss": evaluate(model, val), "ms_per_step": float(hist["ms_per_step"] or 0.0)})
@@ -305,11 +308,12 @@ def subspace_experiment(base, out_dir, sweep=None, r_small=8, r_large=64, steps=
     for r in (r_small, r_large):
         if r not in models:
             log(f"== subspace: training LoRA r={r}")
-            models[r] = _finetune(base, code, s, "lora", r=r, lora_alpha=lora_alpha, log=log)[0]
-    log(f"== subspace: training a second LoRA r={r_small} (init seed 1, same data order)")
-    seed2 = _finetune(base, code, s, "lora", r=r_small, lora_alpha=lora_alpha, init_seed=1, log=log)[0]
+            models[r] = _finetune(base, code, s, "lora", r=r, lora_alpha=lora_alpha, init_seed=r, log=log)[0]
+    log(f"== subspace: training a second LoRA r={r_small} (another init seed, same data order)")
+    seed2 = _finetune(base, code, s, "lora", r=r_small, lora_alpha=lora_alpha, init_seed=1000 + r_small,
+                      log=log)[0]
     pairs = {f"r{r_small}_vs_r{r_large}": (models[r_small], models[r_large], r_large),
-             f"r{r_small}_seed0_vs_seed1": (models[r_small], seed2, r_small)}
+             f"r{r_small}_two_init_seeds": (models[r_small], seed2, r_small)}
     from .plots import plot_subspace_heatmap
     rows, files = [], []
     for pname, (m1, m2, rj) in pairs.items():
@@ -334,7 +338,7 @@ def subspace_experiment(base, out_dir, sweep=None, r_small=8, r_large=64, steps=
                         ylabel=f"i (adapter 1, r={r_small})"))
     res = {"experiment": "subspace", "r_small": r_small, "r_large": r_large, "d": C, "layer_plotted": layer,
            "rows": rows, "files": files, "seconds": time.perf_counter() - t0,
-           "_models": {**models, f"{r_small}_seed1": seed2}}
+           "_models": {**models, f"{r_small}_seed2": seed2}}
     md = [f"# (b) Subspace similarity φ (LoRA §7.2, eq. 4) on the right singular vectors of A\n",
           f"d = n_embd = {C}; random baseline E[φ(i,j)] = max(i,j)/d. φ(1,1): top directions; mean over "
           f"i,j <= {r_small}; φ(1, j_max) = top direction of adapter 1 inside all of "
@@ -473,7 +477,8 @@ def amplification(base, out_dir, sweep=None, ranks=(1, 4, 8, 16, 64), steps=None
     for r in ranks:
         if r not in models:
             log(f"== amplification: training LoRA r={r}")
-            models[r] = _finetune(base, _dataset("stdlib"), s, "lora", r=r, lora_alpha=lora_alpha, log=log)[0]
+            models[r] = _finetune(base, _dataset("stdlib"), s, "lora", r=r, lora_alpha=lora_alpha, init_seed=r,
+                                  log=log)[0]
         for i in range(L):
             _, D = _slices_A(models[r], i)
             Wfull = base.get_submodule(f"transformer.h.{i}.attn.c_attn").weight.data.astype(np.float64)

@@ -74,7 +74,7 @@ def test_subspace_phi_in_unit_interval(base, sweep, tmp_path):
     for r in data["rows"]:
         for key in ("phi_11", "phi_mean_ij_le_r", "phi_1_jmax", "phi_11_deltaW", "grid_min", "grid_max"):
             assert -1e-9 <= r[key] <= 1 + 1e-9
-        j_max = 16 if r["pair"] == "r8_vs_r16" else 8
+        j_max = 16 if r["pair"] == "r8_vs_r16" else 8  # the two-seed pair: j <= 8
         assert r["baseline_1_jmax"] == pytest.approx(j_max / 32)
     assert len(list(tmp_path.glob("subspace_*.png"))) == 4
 
