@@ -618,7 +618,8 @@ def planted_rank(out_dir, k=4, quick=False, base=None, base_dir=None, steps=None
            "settings": s, "lr": lr, "seconds": time.perf_counter() - t0}
     from .plots import plot_cumulative_energy, plot_spectrum
     spectra = {"trained ΔE, 2k swapped rows": sv_rows, "trained ΔE, all rows": sv_all[: 4 * k + 4],
-               "exact (Π − I)E, swapped rows": sv_exact}
+               # the exact spectrum's zeros (1e-16) would squash the log axis: plot its nonzero part
+               "exact (Π − I)E, swapped rows": sv_exact[sv_exact > 1e-10 * max(sv_exact[0], 1e-300)]}
     res["files"] = [plot_spectrum(spectra, out / "planted_spectrum.png",
                                   title=f"Planted rank k={k}: singular values of ΔE"),
                     plot_cumulative_energy(spectra, out / "planted_energy.png",
