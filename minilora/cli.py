@@ -446,6 +446,8 @@ COMMANDS: list[Command] = [
             add_demo_arguments, run_demo),
     Command("finetune", "adapt a pretrained checkpoint to a corpus with LoRA (or --full)", add_finetune_arguments,
             run_finetune),
+    Command("analyze", "SVD rank analysis: the LoRA paper's Section 7 experiments on your own model",
+            add_analyze_arguments, run_analyze),
     Command("gradcheck", "hand-derived vs autograd vs numeric gradients, side by side", add_gradcheck_arguments,
             run_gradcheck),
     Command("exercises", "interview exercises: list, show a stub, check your solution", add_exercises_arguments,

@@ -1,6 +1,12 @@
 """Shared pytest configuration: the hypothesis `ci` profile (deterministic, no deadlines)."""
 import os
 
+# One BLAS thread for the tests and the notebooks they start (kernels inherit the environment):
+# the test shapes are small, and OpenBLAS threads on a busy 2-core machine wait for each other
+# (3-50x slower). Set before NumPy is first imported; a value the user set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
