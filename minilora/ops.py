@@ -246,40 +246,40 @@ _GELU_C = math.sqrt(2.0 / math.pi)
 class GELU(Function):
     """GPT-2's GELU (tanh approximation; Hendrycks & Gimpel 2016, eq. in section 2):
 
-        y  = 0.5 x (1 + t),   t = tanh(u),   u = c (x + 0.044715 x^3),   c = sqrt(2/pi)
-        dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 * 0.044715 x^2)
-        dx = g * dy/dx
+        y  = 0.5 x (1 + tanh(u)),   u = c (x + k x^3),   c = sqrt(2/pi),   k = 0.044715
+    Computed as y = x * s with s = sigmoid(2u) = 1 / (1 + exp(-2u)), the same function
+    (0.5 (1 + tanh(u)) = sigmoid(2u)), because NumPy's exp is about 1.6x faster than its tanh here.
+    Backward, with 1 - tanh(u)^2 = 4 s (1 - s):
+        dy/dx = s + 2 c x s (1 - s) (1 + 3 k x^2),   dx = g * dy/dx
     """
 
     @staticmethod
     def forward(ctx, x):
         shape, x = x.shape, x.reshape(-1)                         # 1-D, so 0-d inputs stay arrays
         x2 = x * x                                                # saved for backward
-        t = x2 * 0.044715
-        t += 1
-        t *= x
-        t *= _GELU_C
-        np.tanh(t, out=t)                                         # t = tanh(u), in place
-        ctx.save_for_backward(x, x2, t)
-        y = t + 1
-        y *= x
-        y *= 0.5
+        s = x2 * 0.044715
+        s += 1
+        s *= x
+        s *= -2 * _GELU_C                                         # -2u
+        with np.errstate(over="ignore"):                          # exp(+large) = inf gives s = 0: right
+            np.exp(s, out=s)
+        s += 1
+        np.reciprocal(s, out=s)                                   # s = sigmoid(2u)
+        ctx.save_for_backward(x, x2, s)
         ctx.shape = shape
-        return y.reshape(shape)
+        return (x * s).reshape(shape)
 
     @staticmethod
     def backward(ctx, g):
-        x, x2, t = ctx.saved
-        d = t * t
-        np.subtract(1, d, out=d)                                  # 1 - t^2
+        x, x2, s = ctx.saved
+        d = 1 - s
+        d *= s                                                    # s (1 - s)
         d *= x
         a = x2 * (3 * 0.044715)
         a += 1
         d *= a
-        d *= _GELU_C                                              # x (1 - t^2) c (1 + 3k x^2)
-        d += t
-        d += 1
-        d *= 0.5                                                  # dy/dx
+        d *= 2 * _GELU_C
+        d += s                                                    # dy/dx
         d *= g.reshape(-1)
         return (d.reshape(ctx.shape),)
 
