@@ -276,7 +276,7 @@ def add_finetune_arguments(p):
                    help="module names or dotted suffixes to adapt (default: c_attn)")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
-    p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 3e-3 for LoRA, 1e-3 for --full)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
     p.add_argument("--eval-batches", type=positive_int, default=16, help="validation batches (default 16)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
@@ -297,7 +297,7 @@ def run_finetune(args):
     ds = TokenDataset(load_corpus(args.corpus))
     method = "full" if args.full else "lora"
     out = args.out or f"runs/finetune-{method}"
-    lr = args.lr or (1e-3 if args.full else 3e-3)
+    lr = args.lr or (1e-3 if args.full else 1e-2)
     try:
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                                  target_modules=list(args.target_modules),

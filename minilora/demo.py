@@ -44,7 +44,7 @@ class DemoConfig:
     pretrain_steps: int = 1200
     pretrain_lr: float = 2e-3
     finetune_steps: int = 300
-    lora_lr: float = 3e-3
+    lora_lr: float = 1e-2
     full_lr: float = 1e-3
     r: int = 8
     lora_alpha: float = 16.0
