@@ -1,6 +1,4 @@
 """The command line: --help of each subcommand, a tiny pretrain + sample, user errors exit 2."""
-import ctypes
-import glob
 import os
 import subprocess
 import sys
@@ -9,29 +7,6 @@ import numpy as np
 import pytest
 
 from minilora import cli
-
-
-def _blas_set_threads(n):
-    """Set OpenBLAS's thread count (NumPy wheels); returns the previous count or None if unavailable."""
-    for path in glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*")):
-        try:
-            lib = ctypes.CDLL(path)
-            get, put = lib.scipy_openblas_get_num_threads64_, lib.scipy_openblas_set_num_threads64_
-        except (OSError, AttributeError):
-            continue
-        prev = get()
-        put(n)
-        return prev
-    return None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_blas_thread():
-    prev = _blas_set_threads(1)
-    yield
-    if prev is not None:
-        _blas_set_threads(prev)
-
 
 TINY = ["--steps", "20", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
         "--batch-size", "8", "--lr", "3e-3", "--eval-batches", "2", "--sample-tokens", "20"]

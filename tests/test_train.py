@@ -1,6 +1,4 @@
 """Training loop, evaluation, crash-safe checkpoints and bit-exact resume."""
-import ctypes
-import glob
 import json
 import os
 
@@ -12,31 +10,6 @@ from minilora.data import TokenDataset, load_corpus
 from minilora.nn import GPT, GPTConfig
 from minilora.optim import AdamW
 from minilora.train import TrainConfig, evaluate, load_checkpoint, load_model, save_checkpoint, train
-
-
-def _blas_set_threads(n):
-    """Set OpenBLAS's thread count (NumPy wheels); returns the previous count or None if unavailable.
-    Tiny matmuls on a busy 2-core machine run 10x faster on one thread (no spinning)."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-            get, put = lib.scipy_openblas_get_num_threads64_, lib.scipy_openblas_set_num_threads64_
-        except (OSError, AttributeError):
-            continue
-        prev = get()
-        put(n)
-        return prev
-    return None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_blas_thread():
-    prev = _blas_set_threads(1)
-    yield
-    if prev is not None:
-        _blas_set_threads(prev)
-
 
 TINY = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)
 
