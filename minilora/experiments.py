@@ -589,7 +589,6 @@ def planted_rank(out_dir, k=4, quick=False, base=None, base_dir=None, steps=None
         # fine-tuning E changes anyway (the base is not converged); subtract it.
         ctrl, _ = _finetune(base, orig, s, "subset", trainable=emb, lr=lr, optimizer=optimizer, log=log)
         ctrl_after = evaluate(ctrl, val_o)
-        dE_raw = dE
         dE = dE - (ctrl.transformer.wte.weight.data.astype(np.float64) - E0)
     ids = [ord(c) for p in pairs for c in p]                        # the 2k swapped rows
     perm = np.arange(E0.shape[0])

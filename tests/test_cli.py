@@ -1,9 +1,7 @@
 """The command line: --help of each subcommand, a tiny pretrain + sample, user errors exit 2."""
-import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from minilora import cli

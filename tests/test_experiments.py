@@ -67,7 +67,7 @@ def test_rank_sweep_writes(sweep):
 
 
 def test_subspace_phi_in_unit_interval(base, sweep, tmp_path):
-    res = E.subspace_experiment(base, tmp_path, sweep=sweep[0], r_small=8, r_large=16, quick=True, steps=15,
+    E.subspace_experiment(base, tmp_path, sweep=sweep[0], r_small=8, r_large=16, quick=True, steps=15,
                                 log=lambda s: None)
     data = _written(tmp_path, "subspace")
     assert data["rows"]
@@ -80,7 +80,7 @@ def test_subspace_phi_in_unit_interval(base, sweep, tmp_path):
 
 
 def test_full_ft_update_writes(base, sweep, tmp_path):
-    res = E.full_ft_update(base, tmp_path, sweep=sweep[0], ks=(1, 4), quick=True, log=lambda s: None)
+    E.full_ft_update(base, tmp_path, sweep=sweep[0], ks=(1, 4), quick=True, log=lambda s: None)
     data = _written(tmp_path, "fullft")
     ks = [t["k"] for t in data["truncation"]]
     assert ks == [0, 1, 4, "full"]
@@ -90,7 +90,7 @@ def test_full_ft_update_writes(base, sweep, tmp_path):
 
 
 def test_amplification_writes(base, sweep, tmp_path):
-    res = E.amplification(base, tmp_path, sweep=sweep[0], ranks=(2, 8), quick=True, log=lambda s: None)
+    E.amplification(base, tmp_path, sweep=sweep[0], ranks=(2, 8), quick=True, log=lambda s: None)
     data = _written(tmp_path, "amplification")
     assert {r["r"] for r in data["rows"]} == {2, 8}
     for r in data["rows"]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from minilora import check_vjp, data, no_grad
-from minilora.lora import (LoraConfig, LoRALinear, LoraModel, find_target_modules, get_peft_model,
+from minilora.lora import (LoraConfig, LoRALinear, find_target_modules, get_peft_model,
                            inject_lora, load_lora_model, lora_state_dict, mark_only_lora_as_trainable)
 from minilora.nn import GPT, GPTConfig, Linear
 

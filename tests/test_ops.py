@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-import minilora as ml
 from minilora import Tensor, check_grad, ops
 import strategies as S  # tests/ is on sys.path (pytest rootdir-less "prepend" import mode)
 

@@ -114,7 +114,7 @@ def lora_linear_composed(x, W0, b, A, B, scaling, mask=None, keep_prob=1.0, slic
         return y + ops.matmul(u, ops.transpose(B)) * float(scaling)
     r = B.shape[1]
     lead = x.shape[:-1]
-    pieces, pos, off = [], 0, 0
+    pieces, pos = [], 0
     for i, (s0, s1) in sorted(enumerate(slices), key=lambda t: t[1][0]):
         if s0 > pos:
             pieces.append(Tensor(np.zeros((*lead, s0 - pos), dtype=x.dtype)))

@@ -30,7 +30,6 @@ from the current weights, because merge/unmerge round trips change W0 by roundin
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import warnings
 from collections import OrderedDict
@@ -42,7 +41,7 @@ import numpy as np
 
 from .. import io as mio
 from ..nn.layers import Linear
-from ..nn.module import Module, Parameter
+from ..nn.module import Module
 from .layer import LoRALinear
 
 __all__ = ["LoraConfig", "inject_lora", "find_target_modules", "mark_only_lora_as_trainable",
