@@ -193,7 +193,8 @@ def main(argv=None):
         res = {k: [] for k in variants}
         for _ in range(args.rounds):
             for k, fn in variants.items():                        # alternate variants within each round
-                res[k].append(_median_ms(fn, args.steps))
+                reps = args.steps * (4 if "inference" in k else 1)   # inference is cheap and noisier: more reps
+                res[k].append(_median_ms(fn, reps))
         med = {k: statistics.median(v) for k, v in res.items()}
         print(f"\n== config {cfg_name} {CONFIGS[cfg_name]} (n_layer, n_head, n_embd, T, B), float32, r={R} on c_attn")
         for k, v in med.items():
