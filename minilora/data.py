@@ -38,6 +38,7 @@ __all__ = [
     "load_corpus",
     "TokenDataset",
     "unigram_loss",
+    "printable",
     "planted_swap",
 ]
 
@@ -287,8 +288,10 @@ class TokenDataset:
             raise ValueError(f"val_fraction={val_fraction} with n_chunks={n_chunks} leaves no training "
                              "chunk; lower val_fraction or raise n_chunks")
         if tokens.size < n_chunks:
-            raise ValueError(f"corpus of {tokens.size} tokens is too short to cut into n_chunks={n_chunks} "
-                             "chunks; pass a smaller n_chunks")
+            raise ValueError(f"corpus of {tokens.size} tokens is too short: it is cut into n_chunks={n_chunks} "
+                             f"chunks for the train/validation split, so it needs at least {n_chunks} tokens "
+                             f"(and, for batches of context T, about {n_chunks} x (T + 1)); use a larger text, "
+                             "or TokenDataset(..., n_chunks=...) from Python")
 
         self.tokens = tokens
         self.tokens.flags.writeable = False
@@ -380,8 +383,10 @@ class TokenDataset:
             longest = max(b - a for a, b in segments)
             raise ValueError(
                 f"block_size={block_size} is too large for split {split!r}: its longest contiguous "
-                f"segment has {longest} tokens, but a window needs block_size + 1 = {block_size + 1}; use a "
-                "smaller block_size or fewer n_chunks"
+                f"segment has {longest} tokens, but a window needs block_size + 1 = {block_size + 1}. The "
+                f"corpus ({len(self)} tokens) is cut into {self.n_chunks} chunks, so it needs about "
+                f"{self.n_chunks * (block_size + 1)} tokens: use a larger text or a smaller block size "
+                "(from Python, fewer chunks: TokenDataset(..., n_chunks=...))"
             )
         offsets = np.cumsum(n_windows) - n_windows                 # (S,) first window index per segment
         j = rng.integers(0, total, size=batch_size)                # (B,) global window indices
@@ -482,3 +487,12 @@ def planted_swap(text: str, pairs: Iterable[Sequence[str]]) -> str:
         table[ord(a)] = b
         table[ord(b)] = a
     return text.translate(table)
+
+
+def printable(text: str) -> str:
+    """text with control characters other than newline and tab replaced by U+FFFD.
+
+    A byte-level model can emit bytes such as 0x05 or 0x1b (escape): valid text, but printed raw they
+    would drive the terminal. Used when samples are printed.
+    """
+    return "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io as _io
-from .data import ByteTokenizer, TokenDataset, load_corpus, unigram_loss
+from .data import ByteTokenizer, TokenDataset, load_corpus, printable, unigram_loss
 from .finetune import finetune
 from .lora import LoraConfig
 from .nn import GPT, GPTConfig
@@ -104,7 +104,7 @@ def _sample(model, prompt, n, seed):
     tok = ByteTokenizer()
     ids = tok.encode(prompt)[None, :]
     out = model.generate(ids, n, temperature=0.8, top_k=40, seed=seed)
-    return tok.decode(out[0])
+    return printable(tok.decode(out[0]))
 
 
 def format_table(rows) -> str:

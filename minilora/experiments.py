@@ -567,7 +567,7 @@ def planted_rank(out_dir, k=4, quick=False, base=None, base_dir=None, steps=None
     t0 = time.perf_counter()
     s = _settings(quick, steps)
     if steps is None:
-        s["steps"] = 150 if quick else 150
+        s["steps"] = 150                                           # the embedding needs more steps than the sweep
     if base is None:
         base = get_base(base_dir, quick=quick, log=log)
     text = load_corpus("pydoc")
@@ -725,23 +725,24 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/analyze", help="run folder (default: runs/analyze)")
     parser.add_argument("--base", default=DEFAULT_BASE_DIR,
                         help="pretrained base checkpoint; pretrained there if missing (default: runs/demo/base)")
-    parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps per run (default 120; quick 30)")
+    parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps per run (default 120, quick 30; planted: 150)")
     parser.add_argument("--k", type=int, default=4, help="number of swapped pairs for `planted` (default 4)")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny in-memory base and few steps (seconds; for tests, not for figures)")
+                        help="tiny in-memory base and few steps (under a minute or two; for tests, not for figures)")
 
 
 def run_analyze(args) -> int:
     """Run the experiment chosen by add_analyze_arguments' args; returns the exit code."""
     if args.steps is not None and args.steps < 1:
-        print("minilora analyze: --steps must be >= 1")
-        return 2
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if not 1 <= args.k <= 13:
+        raise ValueError(f"--k must be between 1 and 13 (pairs of distinct lowercase letters), got {args.k}")
     base_dir = None if args.quick and args.base == DEFAULT_BASE_DIR else args.base
     out = Path(args.out)
     if args.experiment == "all":
         run_all(out, base_dir=base_dir, quick=args.quick, steps=args.steps, k=args.k)
     elif args.experiment == "planted":
-        planted_rank(out, k=args.k, quick=args.quick, base_dir=base_dir)
+        planted_rank(out, k=args.k, quick=args.quick, base_dir=base_dir, steps=args.steps)
     else:
         base = get_base(base_dir, quick=args.quick)
         base.eval()

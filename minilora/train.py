@@ -483,6 +483,9 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
         if step % cfg.eval_interval == 0 or last:
             if val_batches:
                 vl = evaluate(model, val_batches)
+                if not math.isfinite(vl):  # never checkpoint a diverged model over a good one
+                    raise FloatingPointError(f"train: the validation loss became {vl} at step {step} "
+                                             f"(lr {lr:.3g}); lower the lr")
                 history["val_step"].append(step)
                 history["val_loss"].append(vl)
                 if history["best"] is None or vl < history["best"]["val_loss"]:

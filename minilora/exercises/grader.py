@@ -161,7 +161,7 @@ def _run_case(ex: Exercise, func, inputs: dict, label: str) -> Failure | None:
     try:
         with np.errstate(all="ignore"):  # overflow in the learner's code shows up as a wrong value
             got = func(*mine.values())
-    except Exception as exc:  # the learner's bug, reported rather than raised
+    except (Exception, SystemExit) as exc:  # the learner's bug (sys.exit included), reported
         return Failure("exception", inputs, label, expected, exc=exc)
     for k, v in inputs.items():
         if isinstance(v, np.ndarray) and not np.array_equal(v, mine[k], equal_nan=True):

@@ -29,6 +29,8 @@ from the current weights, because merge/unmerge round trips change W0 by roundin
 """
 from __future__ import annotations
 
+import math
+
 import contextlib
 import re
 import warnings
@@ -87,8 +89,9 @@ class LoraConfig:
         if not isinstance(self.r, Integral) or isinstance(self.r, bool) or self.r < 1:
             raise ValueError(f"LoraConfig.r must be an int >= 1, got {self.r!r}")
         self.r = int(self.r)
-        if not isinstance(self.lora_alpha, Real) or isinstance(self.lora_alpha, bool) or not self.lora_alpha > 0:
-            raise ValueError(f"LoraConfig.lora_alpha must be a number > 0, got {self.lora_alpha!r}")
+        if (not isinstance(self.lora_alpha, Real) or isinstance(self.lora_alpha, bool) or not self.lora_alpha > 0
+                or not math.isfinite(self.lora_alpha)):
+            raise ValueError(f"LoraConfig.lora_alpha must be a finite number > 0, got {self.lora_alpha!r}")
         if (not isinstance(self.lora_dropout, Real) or isinstance(self.lora_dropout, bool)
                 or not 0.0 <= self.lora_dropout < 1.0):
             raise ValueError(f"LoraConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}")

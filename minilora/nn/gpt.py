@@ -47,6 +47,8 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig.{k} must be a positive int, got {v!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise ValueError(f"GPTConfig.bias must be True or False, got {self.bias!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -156,6 +158,9 @@ class GPT(Module):
 
     def __init__(self, config: GPTConfig, dtype=np.float32, seed=0):
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT: config must be a GPTConfig, got {type(config).__name__} "
+                            f"(for a dict d, use GPTConfig(**d))")
         self.config = config
         self.rng = np.random.default_rng(seed)
         init_rng = np.random.default_rng(seed)
