@@ -105,6 +105,7 @@ PRETRAIN_DEFAULTS = dict(steps=1200, n_layer=4, n_head=4, n_embd=128, block_size
 
 
 def add_pretrain_arguments(p):
+    """Arguments of `minilora pretrain` (corpus, output folder, model size, schedule, --resume/--overwrite)."""
     d = PRETRAIN_DEFAULTS
     p.add_argument("--corpus", default="pydoc",
                    help="built-in corpus ('pydoc': English prose, 'stdlib': Python code) or a UTF-8 text file "
@@ -141,6 +142,10 @@ def add_pretrain_arguments(p):
 
 
 def run_pretrain(args):
+    """Pretrain a GPT on a corpus, print val loss vs the unigram baseline and a sample; exit code.
+
+    Raises:
+        UserError: an existing checkpoint without --resume/--overwrite, bad sizes (exit 2 via main)."""
     from . import perf
     from .data import TokenDataset, load_corpus, unigram_loss
     from .nn.gpt import GPT, GPTConfig
@@ -206,6 +211,7 @@ def run_pretrain(args):
 
 
 def add_sample_arguments(p):
+    """Arguments of `minilora sample` (checkpoint, optional LoRA adapter, prompt, sampling settings)."""
     p.add_argument("--ckpt", default="runs/base", help="checkpoint directory (default: runs/base)")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=nonneg_int, default=300, help="tokens (bytes) to generate (default 300)")
@@ -233,6 +239,7 @@ def _generate_text(model, prompt, max_new_tokens, temperature, top_k, seed):
 
 
 def run_sample(args):
+    """Print a sample from a checkpoint (optionally with a LoRA adapter applied); exit code."""
     from .train import load_model
 
     if not os.path.exists(args.ckpt):
@@ -254,6 +261,7 @@ def run_sample(args):
 
 
 def add_demo_arguments(p):
+    """Arguments of `minilora demo` (run folder, step budgets, LoRA rank/alpha/targets, learning rates)."""
     from .demo import DemoConfig
 
     d = DemoConfig()
@@ -275,6 +283,7 @@ def add_demo_arguments(p):
 
 
 def run_demo(args):
+    """Run the main job (minilora.demo.run_demo) with the process-level malloc setting; exit code."""
     from . import perf
     from .demo import DemoConfig, run_demo as _run
 
@@ -295,6 +304,7 @@ def run_demo(args):
 
 
 def add_finetune_arguments(p):
+    """Arguments of `minilora finetune` (base checkpoint, corpus, LoRA options or --full, budget)."""
     p.add_argument("--base", default="runs/base", help="pretrained checkpoint directory (default: runs/base)")
     p.add_argument("--corpus", default="stdlib", help="built-in corpus or a UTF-8 text file (default: stdlib)")
     p.add_argument("--out", default=None, help="output folder (default: runs/finetune-lora or runs/finetune-full)")
@@ -314,6 +324,10 @@ def add_finetune_arguments(p):
 
 
 def run_finetune(args):
+    """LoRA (or --full) fine-tune a checkpoint on a corpus; save the adapter (or checkpoint); exit code.
+
+    Raises:
+        UserError: missing base, --out that is a file, LoRA options with --full (exit 2 via main)."""
     from . import perf
     from .data import TokenDataset, load_corpus
     from .finetune import finetune
@@ -369,10 +383,14 @@ def run_finetune(args):
 
 
 def add_gradcheck_arguments(p):
+    """Arguments of `minilora gradcheck` (the seed of the random inputs)."""
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random inputs (default 0)")
 
 
 def run_gradcheck(args):
+    """Print hand-derived vs autograd vs numeric gradients of a LoRA layer and checks of the fused ops.
+
+    Returns 0 when every autograd/numeric difference is below 1e-6 (float64), else 1."""
     import numpy as np
 
     from . import gradcheck, ops
@@ -421,6 +439,7 @@ def run_gradcheck(args):
 
 
 def add_exercises_arguments(p):
+    """Arguments of `minilora exercises` (list | show NAME | check NAME --file F)."""
     sub = p.add_subparsers(dest="action", metavar="action")
     sub.add_parser("list", help="list the exercises in the suggested order")
     show = sub.add_parser("show", help="print an exercise's stub (copy it to a file and fill it in)")
@@ -431,6 +450,7 @@ def add_exercises_arguments(p):
 
 
 def run_exercises(args):
+    """List exercises, print a stub, or grade a solution file; exit code 0 when it passes."""
     try:
         from . import exercises
     except ImportError as e:  # the grader draws inputs with hypothesis, a test dependency
@@ -460,12 +480,14 @@ def run_exercises(args):
 
 
 def add_analyze_arguments(p):
+    """Arguments of `minilora analyze` (see minilora.experiments.add_analyze_arguments)."""
     from .experiments import add_analyze_arguments as _add
 
     _add(p)
 
 
 def run_analyze(args):
+    """Run a rank-analysis experiment (minilora.experiments) with the malloc setting; exit code."""
     from . import perf
     from .experiments import run_analyze as _run
 

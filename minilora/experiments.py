@@ -260,7 +260,7 @@ def rank_sweep(base, out_dir, ranks=(1, 2, 4, 8, 16, 64), steps=None, quick=Fals
            "lora_alpha": lora_alpha, "lora_lr": lora_lr, "full_lr": full_lr, "settings": s,
            "n_embd": C, "seconds": time.perf_counter() - t0, "files": {"plot": png}, "_models": models}
     gain = base_loss - full_row["val_loss"]
-    md = [f"# (a) Rank sweep: LoRA on q,v of c_attn vs full fine-tuning (prose base -> stdlib code)\n",
+    md = ["# (a) Rank sweep: LoRA on q,v of c_attn vs full fine-tuning (prose base -> stdlib code)\n",
           f"{s['steps']} steps each, batch {s['batch_size']}, lora_alpha = {lora_alpha:g} for every r "
           f"(the paper fixes α and does not tune it, so scaling = α/r), LoRA lr {lora_lr:g}, full lr {full_lr:g}. "
           f"Base model val loss on code: {base_loss:.4f} nats/byte. n_embd = {C}.\n",
@@ -334,12 +334,12 @@ def subspace_experiment(base, out_dir, sweep=None, r_small=8, r_large=64, steps=
                 if i == layer:
                     files.append(plot_subspace_heatmap(
                         grid, out / f"subspace_{pname}_{sl}.png", baseline=basel,
-                        title=f"φ(i, j), {pname}, {sl}, layer {i}", xlabel=f"j (adapter 2)",
+                        title=f"φ(i, j), {pname}, {sl}, layer {i}", xlabel="j (adapter 2)",
                         ylabel=f"i (adapter 1, r={r_small})"))
     res = {"experiment": "subspace", "r_small": r_small, "r_large": r_large, "d": C, "layer_plotted": layer,
            "rows": rows, "files": files, "seconds": time.perf_counter() - t0,
            "_models": {**models, f"{r_small}_seed2": seed2}}
-    md = [f"# (b) Subspace similarity φ (LoRA §7.2, eq. 4) on the right singular vectors of A\n",
+    md = ["# (b) Subspace similarity φ (LoRA §7.2, eq. 4) on the right singular vectors of A\n",
           f"d = n_embd = {C}; random baseline E[φ(i,j)] = max(i,j)/d. φ(1,1): top directions; mean over "
           f"i,j <= {r_small}; φ(1, j_max) = top direction of adapter 1 inside all of "
           f"adapter 2's span. Last column: φ(1,1) on the right singular vectors of ΔW = s·B·A instead of A.\n",

@@ -190,6 +190,7 @@ def _run_case(ex: Exercise, func, inputs: dict, label: str) -> Failure | None:
 
 
 def describe_inputs(inputs: dict) -> str:
+    """The inputs of a failing case as one line: each name with its shape and dtype (or its value)."""
     parts = []
     for k, v in inputs.items():
         if isinstance(v, np.ndarray):
