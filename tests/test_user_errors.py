@@ -39,6 +39,7 @@ def test_resume_takes_the_model_and_schedule_from_the_checkpoint(ckpt):
     assert ck["step"] == 9 and ck["model_config"]["n_embd"] == 32
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point of the test
 @pytest.mark.parametrize("lr", ["1e9", "1e12"])
 def test_a_diverging_run_never_replaces_the_last_good_checkpoint(ckpt, lr, capsys):
     good = load_checkpoint(ckpt)
@@ -51,6 +52,7 @@ def test_a_diverging_run_never_replaces_the_last_good_checkpoint(ckpt, lr, capsy
         np.testing.assert_array_equal(after["model"][k], v)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_train_raises_before_saving_a_non_finite_validation_loss(tmp_path):
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8))
     ds = TokenDataset(bytes(range(32, 127)) * 40)
