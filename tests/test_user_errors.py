@@ -138,3 +138,38 @@ def test_a_too_small_corpus_says_how_much_is_needed():
     ds = TokenDataset("x" * 2000)
     with pytest.raises(ValueError, match="larger text"):
         ds.get_batch("train", 2, 1000, np.random.default_rng(0))
+
+
+def _saved_adapter(tmp_path, r=4):
+    from minilora import get_peft_model
+    model = get_peft_model(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)),
+                           LoraConfig(r=r, lora_alpha=8, init_lora_weights=False))
+    model.save_adapter(tmp_path / "ad")
+    return model, tmp_path / "ad"
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"peft_type": "PREFIX_TUNING"}, "only LORA"),
+    ({"format_version": 99}, "format_version"),
+    ({"r": 2}, "inconsistent"),
+    ({"r": 8}, "inconsistent"),
+    ({"dtype": "float64"}, "inconsistent"),
+])
+def test_an_adapter_config_that_contradicts_its_tensors_is_refused(tmp_path, edit, match):
+    import json
+    model, path = _saved_adapter(tmp_path)
+    cfg = json.loads((path / "adapter_config.json").read_text())
+    cfg.update(edit)
+    (path / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=match):
+        model.load_adapter(path)
+
+
+def test_finetune_target_regex(ckpt, tmp_path, capsys):
+    out = tmp_path / "ft"
+    assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                 "--eval-batches", "1", "--r", "2", "--quiet", "--target-regex", r"transformer\.h\.0\..*c_(attn|fc)"]) == 0
+    # r (d_in + d_out) for c_attn (32 -> 96) and c_fc (32 -> 128)
+    assert "trainable params: 576 " in capsys.readouterr().out
+    assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2", "--target-regex", "nomatch.*"]) == 2
+    assert "nomatch" in capsys.readouterr().err

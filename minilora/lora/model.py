@@ -493,9 +493,27 @@ def _read_adapter(path):
     meta = mio.load_json(cfg_file)
     if not isinstance(meta, dict):
         raise ValueError(f"load_adapter: {str(cfg_file)!r} does not hold a JSON object")
+    if meta.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"load_adapter: {str(cfg_file)!r} holds a {meta['peft_type']!r} adapter; only LORA "
+                         "adapters can be loaded")
+    if meta.get("format_version", 1) != 1:
+        raise ValueError(f"load_adapter: {str(cfg_file)!r} has format_version {meta['format_version']!r}; this "
+                         "minilora reads format_version 1")
     names = {f.name for f in fields(LoraConfig)}
     config = LoraConfig.from_dict({k: v for k, v in meta.items() if k in names})
     raw = mio.load_npz(npz_file)
+    for k, v in raw.items():  # the file must agree with itself before it is compared with a model
+        bad = v.ndim != 2 if k.endswith(("lora_A.weight", "lora_B.weight")) else False
+        if not bad and k.endswith("lora_B.weight"):
+            bad = v.shape[1] != config.r                               # B (W, r)
+        if not bad and k.endswith("lora_A.weight"):
+            bad = v.shape[0] % config.r != 0                           # A (g*r, d_in)
+        if bad:
+            raise ValueError(f"load_adapter: {str(path)!r} is inconsistent: {k} has shape {v.shape}, which "
+                             f"does not fit the r = {config.r} of its {ADAPTER_CONFIG_NAME}")
+        if "dtype" in meta and k.endswith(".weight") and str(v.dtype) != meta["dtype"]:
+            raise ValueError(f"load_adapter: {str(path)!r} is inconsistent: {k} is {v.dtype} but its "
+                             f"{ADAPTER_CONFIG_NAME} says dtype {meta['dtype']}")
     if meta.get("adapter_fingerprint") not in (None, mio.fingerprint(raw)):
         raise ValueError(f"load_adapter: {str(npz_file)!r} does not match {str(cfg_file)!r} (its "
                          "adapter_fingerprint differs: files from two different saves?)")
