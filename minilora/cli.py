@@ -44,48 +44,24 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------------
 
 
-def positive_int(text):
-    """argparse type: an int >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _number(cast, low, strict, what):
+    """An argparse type: text -> cast(text), finite and > low (strict) or >= low; else a clear error."""
+    def parse(text):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ((v > low) if strict else (v >= low)) or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
 
 
-def nonneg_int(text):
-    """argparse type: an int >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def positive_float(text):
-    """argparse type: a finite float > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (v > 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
-
-
-def nonneg_float(text):
-    """argparse type: a finite float >= 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
+positive_int = _number(int, 1, False, "a positive integer")
+nonneg_int = _number(int, 0, False, "an integer >= 0")
+positive_float = _number(float, 0.0, True, "a positive finite number")
+nonneg_float = _number(float, 0.0, False, "a finite number >= 0")
 
 
 def _dtype(name):
@@ -147,7 +123,7 @@ def run_pretrain(args):
     Raises:
         UserError: an existing checkpoint without --resume/--overwrite, bad sizes (exit 2 via main)."""
     from . import perf
-    from .data import TokenDataset, load_corpus, unigram_loss
+    from .data import TokenDataset, generate_text, load_corpus, unigram_loss
     from .nn.gpt import GPT, GPTConfig
     from .train import TrainConfig, train
 
@@ -201,7 +177,7 @@ def run_pretrain(args):
               f"checkpoint in {args.out}")
     if args.sample_tokens:
         print("--- sample ---")
-        print(_generate_text(model, "\n", args.sample_tokens, 0.8, None, args.seed))
+        print(generate_text(model, "\n", args.sample_tokens, 0.8, None, args.seed))
     return 0
 
 
@@ -223,23 +199,9 @@ def add_sample_arguments(p):
                    help="a LoRA adapter folder (from `minilora finetune`) to apply to the checkpoint")
 
 
-def _generate_text(model, prompt, max_new_tokens, temperature, top_k, seed):
-    import numpy as np
-
-    from .data import ByteTokenizer
-
-    tok = ByteTokenizer()
-    ids = tok.encode(prompt or "\n")
-    ctx = ids[-model.config.block_size:][None, :]                    # (1, T0), T0 <= block_size
-    out = model.generate(ctx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
-    new = out[0, ctx.shape[1]:]
-    from .data import printable
-
-    return printable(tok.decode(np.concatenate([ids, new])))
-
-
 def run_sample(args):
     """Print a sample from a checkpoint (optionally with a LoRA adapter applied); exit code."""
+    from .data import generate_text
     from .train import load_model
 
     if not os.path.exists(args.ckpt):
@@ -251,7 +213,7 @@ def run_sample(args):
         if not os.path.isdir(args.adapter):
             raise UserError(f"no adapter folder at {args.adapter!r} (make one with `minilora finetune`)")
         model = load_lora_model(model, args.adapter).eval()
-    print(_generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
     return 0
 
 

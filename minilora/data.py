@@ -39,6 +39,7 @@ __all__ = [
     "TokenDataset",
     "unigram_loss",
     "printable",
+    "generate_text",
     "planted_swap",
 ]
 
@@ -496,3 +497,19 @@ def printable(text: str) -> str:
     would drive the terminal. Used when samples are printed.
     """
     return "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
+
+
+def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_k=None, seed=None) -> str:
+    """The prompt followed by max_new_tokens sampled bytes, decoded and made terminal-safe.
+
+    Args:
+        model: anything with GPT's `generate(idx (1, T0), max_new_tokens, temperature, top_k, seed)`
+            (a GPT or a LoraModel); it crops the context to its block_size itself.
+        prompt: text to continue ("" is read as a newline).
+    Returns:
+        str (bytes that are not valid UTF-8 become U+FFFD; control characters too, see `printable`).
+    """
+    tok = ByteTokenizer()
+    ids = tok.encode(prompt or "\n")[None, :]                     # (1, T0)
+    out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    return printable(tok.decode(out[0]))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io as _io
-from .data import ByteTokenizer, TokenDataset, load_corpus, printable, unigram_loss
+from .data import ByteTokenizer, TokenDataset, generate_text, load_corpus, unigram_loss
 from .finetune import finetune
 from .lora import LoraConfig
 from .nn import GPT, GPTConfig
@@ -100,13 +100,6 @@ def _pretrained_base(cfg: DemoConfig, prose: TokenDataset, base_dir: Path, log):
     return model, history, False
 
 
-def _sample(model, prompt, n, seed):
-    tok = ByteTokenizer()
-    ids = tok.encode(prompt)[None, :]
-    out = model.generate(ids, n, temperature=0.8, top_k=40, seed=seed)
-    return printable(tok.decode(out[0]))
-
-
 def format_table(rows) -> str:
     """The comparison table as text: one row per method (dicts as in metrics.json["methods"])."""
     head = (f"{'method':<22}{'trainable params':>22}{'optim state':>13}{'ms/step':>9}"
@@ -149,7 +142,7 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> d
     baselines = {"prose": unigram_loss(prose.val, prose.train), "code": unigram_loss(code.val, code.train)}
     log(f"base model: prose val loss {base_losses['prose']:.3f} (unigram baseline {baselines['prose']:.3f}), "
         f"code val loss {base_losses['code']:.3f} (unigram baseline {baselines['code']:.3f}) [nats/byte]")
-    sample_before = _sample(base, cfg.sample_prompt, cfg.sample_tokens, cfg.seed)
+    sample_before = generate_text(base, cfg.sample_prompt, cfg.sample_tokens, top_k=40, seed=cfg.seed)
 
     rows, results = [], {}
     lora_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.target_modules))
@@ -179,7 +172,7 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> d
     plain = lora_model.merge_and_unload()
     with no_grad():
         unload_diff = float(np.max(np.abs(plain(x)[0].data - unmerged)))
-    sample_after = _sample(plain, cfg.sample_prompt, cfg.sample_tokens, cfg.seed)
+    sample_after = generate_text(plain, cfg.sample_prompt, cfg.sample_tokens, top_k=40, seed=cfg.seed)
 
     log("\n== results (validation loss in nats per byte; lower is better)")
     log(format_table(rows))

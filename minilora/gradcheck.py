@@ -98,6 +98,32 @@ def _compare(name, analytic, numeric, atol, rtol):
     return row
 
 
+def _autograd_and_numeric(fn, inputs, cotangent, seed, eps, who):
+    """The shared core of check_grad and compare: L = sum(fn(x) * c); returns the checked tensors,
+    c, autograd's gradients and central-difference gradients (zeros for an input fn ignores)."""
+    tensors = _inputs(inputs)
+    checked = [t for t in tensors if t.requires_grad]
+    for t in checked:
+        _as_float64(who, t)
+        t.grad = None
+    out = fn(*tensors)
+    if isinstance(cotangent, str):
+        rng = np.random.default_rng(seed)
+        c = rng.standard_normal(out.shape) if cotangent == "random" else np.ones(out.shape)
+    else:
+        c = np.asarray(cotangent, dtype=np.float64)
+    c = c.astype(out.dtype)
+    out.backward(c)
+    analytic = [t.grad if t.grad is not None else np.zeros_like(t.data) for t in checked]
+
+    def loss(*_):
+        with no_grad():
+            return float(np.sum(fn(*tensors).data * c))
+
+    numeric = numerical_grad(loss, *[t.data for t in checked], eps=eps)
+    return tensors, checked, c, analytic, numeric
+
+
 def check_grad(fn, *inputs, cotangent="random", eps=1e-6, atol=1e-6, rtol=1e-5, seed=0,
                raise_on_failure=True):
     """Compare autograd's gradient of fn with central differences, for every float input.
@@ -117,26 +143,7 @@ def check_grad(fn, *inputs, cotangent="random", eps=1e-6, atol=1e-6, rtol=1e-5, 
             numeric values, absolute and relative error) when raise_on_failure.
         TypeError: a checked input is not float64.
     """
-    tensors = _inputs(inputs)
-    checked = [t for t in tensors if t.requires_grad]
-    for t in checked:
-        _as_float64("check_grad", t)
-        t.grad = None
-    out = fn(*tensors)
-    if isinstance(cotangent, str):
-        rng = np.random.default_rng(seed)
-        c = rng.standard_normal(out.shape) if cotangent == "random" else np.ones(out.shape)
-    else:
-        c = np.asarray(cotangent, dtype=np.float64)
-    c = c.astype(out.dtype)
-    out.backward(c)
-    analytic = [t.grad if t.grad is not None else np.zeros_like(t.data) for t in checked]
-
-    def loss(*_):
-        with no_grad():
-            return float(np.sum(fn(*tensors).data * c))
-
-    numeric = numerical_grad(loss, *[t.data for t in checked], eps=eps)
+    _, checked, _, analytic, numeric = _autograd_and_numeric(fn, inputs, cotangent, seed, eps, "check_grad")
     report = GradReport()
     for k, (t, a, n) in enumerate(zip(checked, analytic, numeric)):
         row = _compare(t.name or f"input{k}", a, n, atol, rtol)
@@ -208,20 +215,7 @@ def compare(fn, *inputs, hand=None, eps=1e-6, seed=0, show=True):
     Returns:
         list of dict rows: name, max |hand - autograd|, max |autograd - numeric|, max |hand - numeric|.
     """
-    tensors = _inputs(inputs)
-    checked = [t for t in tensors if t.requires_grad]
-    for t in checked:
-        t.grad = None
-    out = fn(*tensors)
-    c = np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype)
-    out.backward(c)
-    auto = [t.grad if t.grad is not None else np.zeros_like(t.data) for t in checked]
-
-    def loss(*_):
-        with no_grad():
-            return float(np.sum(fn(*tensors).data * c))
-
-    num = numerical_grad(loss, *[t.data for t in checked], eps=eps)
+    tensors, checked, c, auto, num = _autograd_and_numeric(fn, inputs, "random", seed, eps, "compare")
     hands = hand(c, *[t.data for t in tensors]) if hand is not None else [None] * len(checked)
     rows = []
     for k, (t, h, a, n) in enumerate(zip(checked, hands, auto, num)):
