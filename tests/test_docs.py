@@ -203,3 +203,16 @@ def test_reference_checker_catches_each_kind(tmp_path, monkeypatch):
 def test_reference_docs_exist(name):
     text = (ROOT / "docs" / name).read_text(encoding="utf-8")
     assert "arXiv:2106.09685" in text                                # they cite their sources
+
+
+def test_block_tags_follow_the_paragraph_rule(tmp_path):
+    """A block takes the first tag of the last tagged paragraph before it; headings and blocks reset it."""
+    md = tmp_path / "t.md"
+    md.write_text("\n".join([
+        "intro mentions `[instant]` and `[few steps]`", "", "## S0", "",
+        "**S0**, the `[setup]` of every `[instant]` snippet:", "```python", "a = 1", "```", "",
+        "`[instant]` see Q11 (no block here)", "", "`[trained base]` a sketch:", "```python", "b = 2", "```",
+        "```python", "c = 3", "```", "", "## Q2", "", "`[quoted]` someone else's code", "```text", "x", "```",
+        "```python", "d = 4", "```"]), encoding="utf-8")
+    got = [(tag, src) for _, tag, src in python_blocks(md)]
+    assert got == [("[setup]", "a = 1"), ("[trained base]", "b = 2"), (None, "c = 3"), (None, "d = 4")]
