@@ -4,10 +4,10 @@
    ([setup], [instant], [few steps], [trained base] or [quoted]). The [setup] block and every
    [instant] and [few steps] block run, in document order, in ONE namespace in a fresh Python
    process (so a snippet may only use names that the setup block or an earlier snippet defined).
-   [few steps] snippets train for a few steps; they are the slow part (a few seconds in all), and
-   the run prints each snippet's time. [trained base] blocks are sketches that need a model
-   pretrained for minutes; they must parse. [quoted] blocks quote other people's code (the seed's
-   PyTorch sample) and are not run.
+   No snippet is slow: the whole run takes about 3 s on a quiet 2-core machine (Q11's 50-step
+   comparison, under a second, is the longest); the run prints each snippet's time (pytest -s).
+   [trained base] blocks are sketches that need a model trained for minutes; they must parse.
+   [quoted] blocks quote other people's code (the seed's PyTorch sample) and are not run.
 2. No file of the repository (*.md, *.py, *.ipynb) cites a repository path that does not exist
    (`docs/...`, `minilora/...`, `lessons/...`, `benchmarks/...`, `tests/...`, `tools/...`), has a
    relative markdown link to a missing file, or refers to the project's notes outside the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -29,12 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 INTERVIEW = ROOT / "docs" / "interview_answers.md"
 TAGS = ("[setup]", "[instant]", "[few steps]", "[trained base]", "[quoted]")
 RUN_TAGS = ("[setup]", "[instant]", "[few steps]")
-RUN_TIMEOUT = 300            # seconds; the run takes about 10-20 s on a quiet 2-core machine
+RUN_TIMEOUT = 300            # seconds: a hang fails the test; the run itself takes about 3 s
 _FENCE = re.compile(r"^```(\S*)")
 _TAG = re.compile(r"`(\[(?:setup|instant|few steps|trained base|quoted)\])`")
 
 
-def python_blocks(path: Path):
+def python_blocks(path: Path) -> list[tuple[int, str | None, str]]:
     """The ```python blocks of a markdown file, in order, as (line number, tag or None, source).
 
     A block's tag is the FIRST `[tag]` (in backticks) of the last paragraph before it that has one,
@@ -92,7 +93,7 @@ _RUNNER = textwrap.dedent('''
 def test_interview_snippets_run_in_order(tmp_path):
     blocks = [(no, tag, src) for no, tag, src in python_blocks(INTERVIEW) if tag in RUN_TAGS]
     assert len(blocks) >= 20, "expected the setup block and the [instant] snippets"
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(blocks), capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=RUN_TIMEOUT)
     print(proc.stdout)
@@ -124,7 +125,7 @@ _LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _OUTSIDE = ("shared" + "/docs", "/work" + "/shared", "shared" + "/DESIGN", "lora" + "_formulas.md")
 
 
-def repository_files():
+def repository_files() -> list[Path]:
     """Every *.md, *.py and *.ipynb file of the working tree (git's view when available)."""
     try:
         out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
