@@ -118,7 +118,8 @@ _TOP = ("docs", "minilora", "lessons", "benchmarks", "tests", "tools")
 # a path that starts at the repository root: not preceded by a path character (so "repo/docs/x.md" of
 # another project does not count), one of the top folders, and a file name with an extension
 _CITED = re.compile(r"(?<![\w./\-])((?:" + "|".join(_TOP) + r")/[\w./\-]*\w\.(?:md|py|ipynb|toml|json|txt))\b")
-_PLACEHOLDER = re.compile(r"/NN_")      # a template name in usage text, such as lessons/NN_topic.ipynb
+# template names in usage text and recipes (lessons/NN_topic.ipynb, minilora/experiments/my_experiment.py)
+_PLACEHOLDER = re.compile(r"/(?:NN_|my_|your_|x\.)")
 _LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # the notes of the project's authors live outside the repository; spelled in pieces so that this
 # file does not match itself
@@ -186,7 +187,7 @@ def test_reference_checker_catches_each_kind(tmp_path, monkeypatch):
     probe = docs / "_probe_for_test_docs.md"
     text = ("ok: docs/formulas.md, [link](formulas.md), [web](https://example.org/x.md), [a](#q11), "
             "other/docs/nothing.md\n"
-            "ok too: a template lessons/NN_topic.ipynb\n"
+            "ok too: templates lessons/NN_topic.ipynb, minilora/my_variant.py, docs/x.md\n"
             "bad1: docs/no_such_file.md\nbad2: [gone](no_such_file.md)\nbad3: minilora/no_such.py\n"
             "bad4: see " + "/work" + "/shared/notes\n")
     probe.write_text(text, encoding="utf-8")
