@@ -141,7 +141,7 @@ def _rslora_what_changes(rng):
          "the rank is reallocated between layers during training (that is AdaLoRA)",
          "the frozen base is stored in 4-bit NF4 (that is QLoRA)"],
         "With alpha/r, learning with large r is slowed (the update shrinks like 1/r); rsLoRA shows "
-        "alpha/sqrt(r) keeps it rank-stable. minilora: LoraConfig(use_rslora=True).scaling.")
+        "alpha/sqrt(r) keeps it rank-stable. minilora.lora.LoraConfig(use_rslora=True).scaling computes it.")
 
 
 # ---------------------------------------------------------------------------------------------- merge
@@ -190,8 +190,8 @@ def _merge_roundtrip(rng):
         "W0 up to float32 rounding (differences of about one ulp), not always bit-identical",
         ["exactly the original W0, bit for bit, always", "W0 + s·B·A: unmerging is not possible",
          "W0 scaled by (1 - s)"],
-        "(W0 + ΔW) - ΔW rounds twice. minilora's LoraModel fingerprints the base when it is built, not "
-        "after a merge round trip, for this reason (minilora/lora/model.py).")
+        "(W0 + ΔW) - ΔW rounds twice. minilora.lora.LoRALinear.merge / unmerge do exactly this; LoraModel "
+        "fingerprints the base when it is built, not after a merge round trip, for this reason.")
 
 
 # ----------------------------------------------------------------------------------------------- init
@@ -309,7 +309,7 @@ def _latency_merged(rng):
         "none: W = W0 + s·B·A has W0's shape, so the forward is the same GEMM",
         ["one extra GEMM per adapted layer", "a fraction r/d_model of the base latency",
          "it grows with lora_alpha"],
-        "LoRA §4.1 (No Additional Inference Latency). minilora: LoraModel.merge_and_unload returns a plain GPT.")
+        "LoRA §4.1 (No Additional Inference Latency). minilora.lora.LoraModel.merge_and_unload returns a plain GPT.")
 
 
 @template("latency_adapter_layers", "latency", "why adapter layers add latency (multiple choice)")
@@ -322,7 +322,7 @@ def _latency_adapter_layers(rng):
         ["adapters have more parameters than LoRA at every rank", "adapters need a KV cache of their own",
          "LoRA skips the attention softmax"],
         "LoRA §3 (Adapter Layers Introduce Inference Latency, Table 1): small batches are latency-bound "
-        "by depth, and adapters add depth.")
+        "by depth, and adapters add depth. minilora.lora.LoRALinear.merge folds s·B·A into W0.")
 
 
 @template("latency_multi_tenant", "latency", "serving many adapters in one batch (multiple choice)")
@@ -334,7 +334,7 @@ def _latency_multi_tenant(rng):
         ["merge every adapter into the base weights at once", "keep one merged copy of the model per adapter",
          "average the adapters into one"],
         "LoRA §4.2: merged weights make mixed-task batches hard; unmerged per-row adapters cost a little "
-        "latency (the extra GEMMs of flops_unmerged) but serve every task from one base.")
+        "latency (the extra GEMMs: minilora.costs.lora_linear_flops) but serve every task from one base.")
 
 
 @template("latency_unmerged_flops", "latency", "extra forward FLOPs per token of an unmerged adapter")
