@@ -116,8 +116,18 @@ def from_gpt_config(config) -> Arch:
                 int(config.vocab_size), int(config.block_size), bool(config.bias))
 
 
+def _as_arch(arch) -> Arch:
+    """An Arch as is; a `minilora.nn.GPTConfig` (anything with n_embd and block_size) via from_gpt_config."""
+    if isinstance(arch, Arch):
+        return arch
+    if hasattr(arch, "n_embd") and hasattr(arch, "block_size"):
+        return from_gpt_config(arch)
+    raise TypeError(f"expected a minilora.costs.Arch or a minilora.nn.GPTConfig, got {type(arch).__name__}")
+
+
 def block_linears(arch: Arch) -> dict[str, tuple[int, int]]:
     """The Linear layers of one block: name -> (d_in, d_out), in forward order."""
+    arch = _as_arch(arch)
     d, f = arch.d_model, arch.d_ff
     if arch.family == "gpt2":
         return {"c_attn": (d, 3 * d), "attn.c_proj": (d, d), "c_fc": (d, f), "mlp.c_proj": (f, d)}
@@ -130,6 +140,7 @@ def lora_targets(arch: Arch) -> dict[str, tuple[int, int]]:
 
     GPT-2 adds the slices "q", "k", "v" of the fused c_attn (each d -> d) to its Linear layers.
     """
+    arch = _as_arch(arch)
     t = dict(block_linears(arch))
     if arch.family == "gpt2":
         d = arch.d_model
@@ -164,6 +175,7 @@ def full_param_count(arch: Arch) -> int:
     gpt2: V·d + context·d + L·(Σ linears d_in·d_out [+ d_out] + 2 LayerNorms·d [·2]) + final LayerNorm.
     llama: 2·V·d + L·(4d² + 3·d·d_ff + 2d) + d.
     """
+    arch = _as_arch(arch)
     d, L = arch.d_model, arch.n_layer
     lin = sum(i * o + (o if arch.bias else 0) for i, o in block_linears(arch).values())
     norm = d * (2 if (arch.bias and arch.family == "gpt2") else 1)
@@ -175,6 +187,7 @@ def full_param_count(arch: Arch) -> int:
 def lora_param_count_per_target(arch: Arch, r: int, target: str) -> int:
     """Trainable LoRA parameters one target adds in ONE block: r·(d_in + d_out)."""
     _check_int(r, "r")
+    arch = _as_arch(arch)
     d_in, d_out = lora_targets(arch)[_check_targets(arch, [target])[0]]
     return r * (d_in + d_out)
 
@@ -183,8 +196,10 @@ def lora_param_count(arch: Arch, r: int, targets: Iterable[str]) -> int:
     """Trainable LoRA parameters on every block: L · Σ_targets r·(d_in + d_out) (biases frozen).
 
     Source: LoRA (arXiv:2106.09685) §4.2: |Θ| = 2 · L̂ · d_model · r for q and v of width d_model.
+    `arch` may also be a `minilora.nn.GPTConfig`.
     """
     _check_int(r, "r")
+    arch = _as_arch(arch)
     return arch.n_layer * sum(lora_param_count_per_target(arch, r, t) for t in _check_targets(arch, targets))
 
 
@@ -239,8 +254,11 @@ def activation_bytes(arch: Arch, batch: int, seq: int) -> int:
     The model counted: Korthikanti et al. 2022 (arXiv:2205.05198, §4.1, eq. 1), per block
     s·b·h·(34 + 5·a·s/h) bytes for a GPT block with 16-bit activations, 1-byte dropout masks, no
     recomputation and no parallelism (s seq, b batch, h d_model, a heads). Embeddings, the final norm
-    and the logits are not counted. Returns an int (5·a·s²·b is exact).
+    and the logits are not counted. The formula is derived for a GPT block (4h MLP, GeLU); for the
+    "llama" family it is applied as is (SwiGLU's wider intermediate activations are not modelled).
+    Returns: int bytes (s·b·h·5·a·s/h = 5·a·s²·b exactly).
     """
+    arch = _as_arch(arch)
     s, b, h, a = _check_int(seq, "seq"), _check_int(batch, "batch"), arch.d_model, arch.n_head
     return arch.n_layer * (34 * s * b * h + 5 * a * s * s * b)
 
@@ -279,6 +297,7 @@ def training_flops(arch: Arch, tokens: int, r: int | None = None, targets: Itera
     products, embeddings, norms and the LM head are left out.
     """
     N = _check_int(tokens, "tokens")
+    arch = _as_arch(arch)
     p_lin = arch.n_layer * sum(i * o for i, o in block_linears(arch).values())
     if r is None:
         return 6 * N * p_lin
@@ -292,6 +311,7 @@ def kv_cache_bytes(arch: Arch, batch: int, seq: int, dtype: str = "float16") -> 
 
     (Multi-head attention, as in GPT-2 and LLaMA-7B/65B: n_kv_heads · head_dim = d_model.)
     """
+    arch = _as_arch(arch)
     return 2 * arch.n_layer * _check_int(batch, "batch") * _check_int(seq, "seq") * arch.d_model * dtype_bytes(dtype)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minilora import drill
 from minilora.drill import progress as prog
@@ -101,6 +103,7 @@ HAND = {
     "checkpoint_adapter": lambda p: n_lora(p) * BYTES[p["dtype"]] / MiB,
     "kv_cache_size": lambda p: 2 * SHAPES[p["arch"]][1] * p["batch"] * p["seq"] * SHAPES[p["arch"]][3]
     * BYTES[p["dtype"]] / GiB,
+    "kv_cache_vs_weights": lambda p: n_full(p["arch"]) / (2 * SHAPES[p["arch"]][1] * SHAPES[p["arch"]][3]),
     "nf4_bits": lambda p: nf4(p["dq"], p["block"]),
     "nf4_model_memory": lambda p: n_full(p["arch"]) * nf4(p["dq"], 64) / 8 / GiB,
     "flops_linear_full": lambda p: 6 * p["N"] * p["d_in"] * p["d_out"] / 1e9,
@@ -187,6 +190,37 @@ def test_grade_right_wrong_invalid_skipped():
     c = drill.Question("t", "latency", "?", "choice", "c", "", choices=("w", "x", "y", "z"))
     assert grade(c, "C").right and grade(c, "(c)").right and grade(c, "3").right
     assert grade(c, "a").status == "wrong" and grade(c, "e").status == "invalid"
+
+
+@settings(max_examples=200, deadline=None)
+@given(answer=st.floats(-1e15, 1e15, allow_nan=False), given_=st.floats(-1e16, 1e16, allow_nan=False),
+       rtol=st.sampled_from([0.0, 0.001, 0.01]))
+def test_grade_numbers_is_the_stated_tolerance(answer, given_, rtol):
+    q = drill.Question("t", "params", "?", "number", answer, "", rtol=rtol, atol=1e-9)
+    g = grade(q, repr(given_))
+    assert parse_number(repr(given_)) == given_
+    assert g.right == (abs(given_ - answer) <= rtol * abs(answer) + 1e-9)
+    assert g.status in ("right", "wrong")
+    assert grade(q, reference_answer(q)).right
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=30))
+def test_grade_never_raises_on_any_text(text):
+    for q in (drill.Question("t", "params", "?", "number", 3.0, ""),
+              drill.Question("t", "latency", "?", "choice", "b", "", choices=("w", "x", "y", "z"))):
+        assert grade(q, text).status in ("right", "wrong", "invalid", "skipped")
+
+
+def test_many_drawn_questions_are_sane():
+    for seed in range(8):
+        for q in generate(seed, len(TEMPLATES)):
+            if q.kind == "number":
+                assert math.isfinite(float(q.answer)), (q.template, q.params)
+                if q.template not in ("merge_entry", "init_dB_entry"):   # matrix entries may be negative
+                    assert float(q.answer) >= 0, (q.template, q.params)
+                assert q.rtol > 0 or q.atol > 0
+            assert grade(q, reference_answer(q)).right
 
 
 def test_parse_answers_file_format():

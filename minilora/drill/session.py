@@ -77,7 +77,7 @@ def _score_lines(results: list[tuple[Question, bool]], n_total: int) -> str:
     return "\n".join(lines)
 
 
-def _save(results, out: TextIO) -> None:
+def _save(results) -> None:
     if not results:
         return
     try:
@@ -122,7 +122,7 @@ def run_interactive(questions: list[Question], input_fn: Callable[[str], str] = 
         code = 130
     print(_score_lines(results, len(questions)), file=out)
     if save:
-        _save(results, out)
+        _save(results)
     return code
 
 
@@ -187,7 +187,7 @@ def run(seed: int | None, count: int, topics: list[str] | None = None, answers: 
                 print("  worked solution:\n    " + q.solution.replace("\n", "\n    "), file=out)
         answered = [(q, g.right) for q, g in zip(questions, grades, strict=True) if g.status != "skipped"]
         print(_score_lines(answered, len(questions)), file=out)
-        _save(answered, out)
+        _save(answered)
         return 0 if all(g.right for g in grades) else 1
     print(f"minilora drill: seed {seed} (repeat with --seed {seed}), {len(questions)} questions", file=out)
     return run_interactive(questions, input_fn, out)

@@ -166,7 +166,9 @@ def _activation_memory(rng):
     h, nh = a.d_model, a.n_head
     sol = (f"L · s·b·h·(34 + 5·a·s/h) = {a.n_layer} · {s}·{b}·{h}·(34 + 5·{nh}·{s}/{h}) = {fmt(n)} bytes "
            f"= {gib(n):.4f} GiB\nminilora.costs.activation_bytes(ARCHS[{key!r}], {b}, {s}). The 5·a·s² term "
-           f"is the attention matrix: it grows with the square of the sequence.")
+           f"is the attention matrix: it grows with the square of the sequence."
+           + (" (The formula is derived for GPT blocks; LLaMA's SwiGLU MLP keeps somewhat more.)"
+              if a.family == "llama" else ""))
     return Question("", "", text, "number", gib(n), sol, rtol=0.01, unit="GiB",
                     params={"arch": key, "batch": b, "seq": s})
 
@@ -229,6 +231,20 @@ def _kv_cache_size(rng):
            f"minilora.costs.kv_cache_bytes(ARCHS[{key!r}], {b}, {s}, {dt!r}). LoRA does not change it.")
     return Question("", "", text, "number", gib(n), sol, rtol=0.01, unit="GiB",
                     params={"arch": key, "batch": b, "seq": s, "dtype": dt})
+
+
+@template("kv_cache_vs_weights", "kv_cache", "tokens of KV cache that weigh as much as the weights")
+def _kv_cache_vs_weights(rng):
+    key = _pick(rng, GPT2 + LLAMA)
+    a = costs.ARCHS[key]
+    n = costs.full_param_count(a)
+    tokens = costs.checkpoint_bytes(n, "float16") / costs.kv_cache_bytes(a, 1, 1, "float16")
+    text = (f"{_shape(a)}.\nWeights and KV cache both in float16. How many cached tokens (summed over the "
+            f"batch) make the KV cache as large as the weights? (within 1%)")
+    sol = (f"weights n·2 bytes; cache per token 2·L·d_model·2 bytes: n / (2·L·d) = {fmt(n)} / (2·{a.n_layer}·"
+           f"{a.d_model}) = {tokens:,.1f} tokens\n"
+           f"minilora.costs.checkpoint_bytes(n, 'float16') / minilora.costs.kv_cache_bytes(arch, 1, 1, 'float16').")
+    return Question("", "", text, "number", tokens, sol, rtol=0.01, unit="tokens", params={"arch": key})
 
 
 @template("nf4_bits", "nf4", "bits per parameter of NF4 with or without double quantization")
