@@ -136,6 +136,13 @@ def test_registry_has_25_templates_over_every_topic_and_each_is_checked_here():
     assert set(HAND) | set(RIGHT_OPTION) == set(TEMPLATES), "add a hand computation for each new template"
 
 
+def test_docs_list_every_template_and_topic():
+    doc = (ROOT / "docs" / "drill.md").read_text(encoding="utf-8")
+    assert all(f"`{name}`" in doc for name in TEMPLATES)
+    assert all(f"| {topic} |" in doc for topic in TOPICS)
+    assert f"Templates by topic ({len(TEMPLATES)})" in doc
+
+
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_template_answer_equals_hand_computation(name):
     for seed in range(6):
@@ -269,6 +276,27 @@ def test_interactive_session_through_stdin(tmp_path):
     r = _drill(tmp_path, "--seed", "11", "--count", "3", stdin=stdin)
     assert r.returncode == 0, r.stderr
     assert "score: 2/2 answered (100%), 1 not answered" in r.stdout and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_real_ctrl_c_ends_with_the_score(tmp_path):
+    import signal
+
+    env = dict(os.environ, MINILORA_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "minilora", "drill", "--seed", "2", "--count", "3"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = "x"
+        while line and not line.startswith("Q1/"):      # "" is end of file: the child died early
+            line = p.stdout.readline()
+        assert line, p.stderr.read()
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and "interrupted" in out and "score: 0/0 answered" in out
+    assert "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------------- the command line

@@ -23,7 +23,8 @@ class Grade:
     """The verdict on one answer.
 
     status: "right", "wrong", "invalid" (not a number / not a letter) or "skipped" (no answer given).
-    given: the parsed answer (float or letter) or None. message: one line for the learner.
+    given: the parsed answer (float or letter) or None. message: one line for the learner, starting
+    with the status ("wrong: 4.1, the answer is 4, off by 2.5%").
     """
 
     status: str
@@ -68,23 +69,27 @@ def grade(q: Question, text: str | None) -> Grade:
     A number x is right when |x - answer| <= rtol·|answer| + atol (the tolerance the question states).
     """
     if text is None or not text.strip():
-        return Grade("skipped", None, "no answer")
+        return Grade("skipped", None, "skipped: no answer")
     if q.kind == "choice":
         c = parse_choice(text)
         if c is None:
-            return Grade("invalid", None, f"{text.strip()!r} is not one of a, b, c, d")
+            return Grade("invalid", None, f"invalid: {text.strip()!r} is not one of a, b, c, d")
         if c == q.answer:
             return Grade("right", c, "right")
-        return Grade("wrong", c, f"wrong: the answer is ({q.answer})")
+        return Grade("wrong", c, f"wrong: ({c}), the answer is ({q.answer})")
     x = parse_number(text)
     if x is None:
-        return Grade("invalid", None, f"{text.strip()!r} is not a number")
+        return Grade("invalid", None, f"invalid: {text.strip()!r} is not a number")
     ans = float(q.answer)
     if abs(x - ans) <= q.rtol * abs(ans) + q.atol:
-        return Grade("right", x, f"right ({fmt(ans)} {q.unit})".replace(" )", ")"))
+        return Grade("right", x, f"right ({_with_unit(ans, q.unit)})")
     rel = abs(x - ans) / abs(ans) if ans else math.inf
     how = f", off by {rel:.1%}" if math.isfinite(rel) else ""
-    return Grade("wrong", x, f"wrong: {fmt(x)} vs {fmt(ans)} {q.unit}{how}".rstrip())
+    return Grade("wrong", x, f"wrong: {fmt(x)}, the answer is {_with_unit(ans, q.unit)}{how}")
+
+
+def _with_unit(x: float, unit: str) -> str:
+    return f"{fmt(x)} {unit}" if unit else fmt(x)
 
 
 def reference_answer(q: Question) -> str:

@@ -181,7 +181,7 @@ def run(seed: int | None, count: int, topics: list[str] | None = None, answers: 
         text = Path(answers).read_text(encoding="utf-8")
         grades = grade_answers(questions, parse_answers(text, len(questions)))
         for i, (q, g) in enumerate(zip(questions, grades, strict=True), 1):
-            print(f"Q{i} [{q.topic}] {g.status}: {g.message}", file=out)
+            print(f"Q{i} [{q.topic}] {g.message}", file=out)
             if not g.right:
                 print("  " + q.text.replace("\n", "\n  "), file=out)
                 print("  worked solution:\n    " + q.solution.replace("\n", "\n    "), file=out)
