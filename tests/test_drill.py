@@ -191,6 +191,8 @@ def test_grade_right_wrong_invalid_skipped():
     g = grade(q, "4.1")
     assert g.status == "wrong" and "2.5%" in g.message
     assert grade(q, "four").status == "invalid"
+    gq = drill.Question("t", "kv_cache", "?", "number", 0.25, "", unit="GiB")
+    assert grade(gq, "0.25 GiB").right and grade(gq, "0.25gib").right and grade(gq, "0.25 MiB").status == "invalid"
     assert grade(q, "   ").status == "skipped" and not grade(q, None).right
     zero = drill.Question("t", "init", "dA?", "number", 0.0, "", rtol=0.0, atol=1e-9)
     assert grade(zero, "0").right and not grade(zero, "1e-3").right
@@ -268,6 +270,15 @@ def test_interactive_session_ends_cleanly_with_the_score(ending, code, tmp_path,
     assert "score: 1/2 answered (50%), 3 not answered" in out
     saved = json.loads((tmp_path / "progress.json").read_text())
     assert saved["sessions"] == 1 and sum(e["asked"] for e in saved["topics"].values()) == 2
+
+
+def test_interactive_three_unreadable_answers_end_the_session(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINILORA_DATA_DIR", str(tmp_path))
+    qs = generate(4, 3)
+    assert run_interactive(qs, _feeder([reference_answer(qs[0]), "??", "what", "no idea", "never read"])) == 0
+    out = capsys.readouterr().out
+    assert out.count("answer again") == 2 and "3 unreadable answers in a row" in out
+    assert "score: 1/1 answered (100%), 2 not answered" in out
 
 
 def test_interactive_session_through_stdin(tmp_path):

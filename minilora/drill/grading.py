@@ -2,7 +2,8 @@
 
 Numbers may be written `294912`, `294,912`, `294_912`, `2.95e5`, `294.9k`, `0.29M`, `1.5G` (or `B` for
 billion), `12.5%` (the % sign is ignored: the question says when it asks for percent), or a fraction
-`16/3`. Choices are a letter a-d (or 1-4), case-insensitive, optionally with a bracket: `(b)`.
+`16/3`; the unit the question asks in may follow (`0.24 GiB`). Choices are a letter a-d (or 1-4),
+case-insensitive, optionally with a bracket: `(b)`.
 """
 from __future__ import annotations
 
@@ -77,7 +78,10 @@ def grade(q: Question, text: str | None) -> Grade:
         if c == q.answer:
             return Grade("right", c, "right")
         return Grade("wrong", c, f"wrong: ({c}), the answer is ({q.answer})")
-    x = parse_number(text)
+    t = text.strip()
+    if q.unit and t.lower().endswith(q.unit.lower()):   # "0.24 GiB" for a question asked in GiB
+        t = t[: -len(q.unit)]
+    x = parse_number(t)
     if x is None:
         return Grade("invalid", None, f"invalid: {text.strip()!r} is not a number")
     ans = float(q.answer)

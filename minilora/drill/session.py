@@ -18,6 +18,8 @@ from . import progress as prog
 from .grading import Grade, grade
 from .registry import TEMPLATES, TOPICS, Question, fmt
 
+MAX_INVALID = 3   # unreadable answers in a row that end an interactive session
+
 __all__ = ["generate", "parse_answers", "run_interactive", "grade_answers", "explain", "list_templates", "run"]
 
 
@@ -91,8 +93,9 @@ def run_interactive(questions: list[Question], input_fn: Callable[[str], str] = 
                     out: TextIO | None = None, save: bool = True) -> int:
     """Ask the questions one by one with input_fn; show the worked solution after each answer.
 
-    A non-number (or a letter outside a-d) is pointed out and the question asked again. An empty
-    answer, "q", Ctrl-D (EOFError) or Ctrl-C (KeyboardInterrupt) ends the session; in every case the
+    A non-number (or a letter outside a-d) is pointed out and the question asked again; the third
+    unreadable answer in a row ends the session (so piped garbage cannot loop). An empty answer, "q",
+    Ctrl-D (EOFError) or Ctrl-C (KeyboardInterrupt) ends the session too; in every case the
     score so far is printed and the answered questions are added to the progress file (if save).
     Returns: 0, or 130 after Ctrl-C (the CLI's convention).
     """
@@ -103,13 +106,16 @@ def run_interactive(questions: list[Question], input_fn: Callable[[str], str] = 
     try:
         for i, q in enumerate(questions, 1):
             print(_header(i, len(questions), q), file=out)
-            while True:
+            for attempt in range(1, MAX_INVALID + 1):
                 text = input_fn("> ")
                 if not text.strip() or text.strip().lower() in ("q", "quit", "exit"):
                     raise EOFError
                 g = grade(q, text)
                 if g.status != "invalid":
                     break
+                if attempt == MAX_INVALID:
+                    print(f"  {g.message}; {MAX_INVALID} unreadable answers in a row", file=out)
+                    raise EOFError
                 print(f"  {g.message}; answer again (Enter stops)", file=out)
             results.append((q, g.right))
             print(f"  {g.message}", file=out)
