@@ -251,7 +251,7 @@ def checkpoint_bytes(n_params: int, dtype: str = "float32") -> int:
 def activation_bytes(arch: Arch, batch: int, seq: int) -> int:
     """Activation memory kept for the backward pass, all L blocks, in bytes.
 
-    The model counted: Korthikanti et al. 2022 (arXiv:2205.05198, §4.1, eq. 1), per block
+    The model counted: Korthikanti et al. 2022 (arXiv:2205.05198, §4.1), per block
     s·b·h·(34 + 5·a·s/h) bytes for a GPT block with 16-bit activations, 1-byte dropout masks, no
     recomputation and no parallelism (s seq, b batch, h d_model, a heads). Embeddings, the final norm
     and the logits are not counted. The formula is derived for a GPT block (4h MLP, GeLU); for the

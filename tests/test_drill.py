@@ -161,6 +161,11 @@ def test_template_answer_equals_hand_computation(name):
         assert grade(q, reference_answer(q)).right
 
 
+def test_choice_answers_are_spread_over_the_letters():
+    letters = [q.answer for q in generate(0, 200, ["latency", "init", "merge", "scaling", "nf4"]) if q.kind == "choice"]
+    assert len(letters) > 40 and set(letters) == set("abcd")
+
+
 def test_sessions_are_reproducible_and_cover_templates():
     a, b = generate(7, 40), generate(7, 40)
     assert [q.text for q in a] == [q.text for q in b]

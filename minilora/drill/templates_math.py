@@ -88,7 +88,8 @@ def _flops_training_ratio(rng):
             f"(LoRA r = {r} on q and v) / (full fine-tuning) of training FLOPs per step of {n} tokens? "
             f"(within 1%)")
     sol = (f"full: 6·N·P_lin; LoRA: 4·N·P_lin (forward + dX, no dW0) + L·Σ 6·N·r·(d_in + d_out)\n"
-           f"= {fmt(lora)} / {fmt(full)} = {lora / full:.5f}  (about 2/3: LoRA §4.2)\n"
+           f"= {fmt(lora)} / {fmt(full)} = {lora / full:.5f}  (about 2/3: no weight gradients; LoRA §4.2 "
+           f"measures a 25% training speed-up on GPT-3 175B)\n"
            f"minilora.costs.training_flops(arch, N, r, targets) / training_flops(arch, N).")
     return Question("", "", text, "number", lora / full, sol, rtol=0.01,
                     params={"arch": key, "r": r, "targets": list(targets), "N": n})
@@ -218,8 +219,8 @@ def _init_dB_entry(rng):
             f"upstream gradient G = {_mat(G)} (d_out = 2), lora_alpha = {alpha}. What is dB[{i},{k}]? "
             f"(within 0.1%, or 1e-9 if 0)")
     sol = (f"dB = s·Gᵀ U with U = X Aᵀ = {_mat(U)}, s = {alpha}/{r} = {s:.6g}\n"
-           f"dB[{i},{k}] = s·Σ_n G[n,{i}]·U[n,{k}] = {s:.6g}·({fmt(G[0, i])}·{fmt(U[0, k])} + "
-           f"{fmt(G[1, i])}·{fmt(U[1, k])}) = {fmt(dB[i, k])}\n"
+           f"dB[{i},{k}] = s·Σ_n G[n,{i}]·U[n,{k}] = {s:.6g}·(({fmt(G[0, i])})·({fmt(U[0, k])}) + "
+           f"({fmt(G[1, i])})·({fmt(U[1, k])})) = {fmt(dB[i, k])}\n"
            f"minilora.lora.lora_forward + lora_backward (via minilora.costs.lora_init_grads).")
     return Question("", "", text, "number", float(dB[i, k]), sol, rtol=0.001, atol=1e-9,
                     params={"x": x.tolist(), "A": A.tolist(), "G": G.tolist(), "alpha": alpha, "r": r,

@@ -97,7 +97,7 @@ def _trainable_percent(rng):
             f"print_trainable_parameters() show (trainable / all, all including the LoRA parameters)? "
             f"In percent, within 1%.")
     sol = (f"trainable = {fmt(t)} (lora_param_count), all = {fmt(full)} + {fmt(t)}\n"
-           f"100 · {fmt(t)} / {fmt(full + t)} = {pct:.4f} %\n"
+           f"100 · {fmt(t)} / {fmt(full + t)} = {pct:.6g} %\n"
            f"minilora.costs.lora_param_count and full_param_count; LoraModel.print_trainable_parameters "
            f"prints the same ratio for a real model.")
     return Question("", "", text, "number", pct, sol, rtol=0.01, unit="%",
@@ -161,7 +161,7 @@ def _activation_memory(rng):
     b, s = _pick(rng, (1, 2, 4, 8, 16)), _pick(rng, (256, 512, 1024))
     n = costs.activation_bytes(a, b, s)
     text = (f"{_shape(a)}.\nBatch {b}, sequence {s}, 16-bit activations, 1-byte dropout masks, no "
-            f"recomputation. Using s·b·h·(34 + 5·a·s/h) bytes per block (Korthikanti et al. 2022), how many "
+            f"recomputation. Using s·b·h·(34 + 5·a·s/h) bytes per block (Korthikanti et al. 2022, §4.1), how many "
             f"GiB of activations do the blocks keep for backward? (within 1%)")
     h, nh = a.d_model, a.n_head
     sol = (f"L · s·b·h·(34 + 5·a·s/h) = {a.n_layer} · {s}·{b}·{h}·(34 + 5·{nh}·{s}/{h}) = {fmt(n)} bytes "
@@ -224,7 +224,8 @@ def _kv_cache_size(rng):
     b, s = _pick(rng, (1, 4, 8, 32)), _pick(rng, (512, 1024, 2048))
     s = min(s, a.context)
     n = costs.kv_cache_bytes(a, b, s, dt)
-    text = (f"{_shape(a)}.\nDecoding a batch of {b} sequences of {s} tokens with the KV cache in {dt} "
+    seqs = "1 sequence" if b == 1 else f"{b} sequences"
+    text = (f"{_shape(a)}.\nDecoding a batch of {seqs} of {s} tokens with the KV cache in {dt} "
             f"(multi-head attention). How many GiB does the cache hold when full? (within 1%)")
     sol = (f"2 (K and V) · L · batch · seq · d_model · bytes = 2 · {a.n_layer} · {b} · {s} · {a.d_model} · "
            f"{costs.dtype_bytes(dt)} = {fmt(n)} bytes = {gib(n):.4f} GiB\n"
