@@ -353,6 +353,8 @@ def test_cli_explain_topic_and_errors(tmp_path):
     assert _drill(tmp_path, "--topic", "nope").returncode == 2
     r = _drill(tmp_path, "--answers", str(tmp_path / "missing.txt"), "--seed", "0")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = _drill(tmp_path, "--answers", str(tmp_path / "missing.txt"))
+    assert r.returncode == 2 and "needs --seed" in r.stderr
     r = _drill(tmp_path, "--list")
     assert r.returncode == 0 and f"{len(TEMPLATES)} templates" in r.stdout
 

@@ -167,7 +167,8 @@ def run(seed: int | None, count: int, topics: list[str] | None = None, answers: 
 
     --stats prints the progress table; --list the templates; --explain the questions with solutions;
     --answers FILE grades the file (0 if all right, else 1); otherwise the interactive session.
-    Raises: ValueError (unknown topic, too many answers), OSError (unreadable answers file).
+    Raises: ValueError (unknown topic, too many answers, --answers without a seed), OSError (unreadable
+    answers file).
     """
     out = out or sys.stdout
     if stats:
@@ -178,6 +179,8 @@ def run(seed: int | None, count: int, topics: list[str] | None = None, answers: 
         list_templates(out)
         return 0
     if seed is None:
+        if answers is not None:
+            raise ValueError("--answers needs --seed (and the --count and --topic the answers were written for)")
         seed = int(np.random.SeedSequence().entropy % 1_000_000)
     questions = generate(seed, count, topics)
     if explain_only:
