@@ -30,6 +30,9 @@ MergedLinear / minilora's `enable_lora`), the whole "c_attn", "attn.c_proj", "c_
 "llama" the seven projections by name. A target of shape d_in -> d_out adds r·(d_in + d_out) trainable
 parameters per block (A is (r, d_in), B is (d_out, r)); a slice of c_attn is d -> d.
 
+Bad input (an unknown family, dtype, optimizer or target, a size or rank that is not an int >= 1)
+raises ValueError naming the argument and what was expected.
+
 Units: parameter counts are ints; bytes are ints (1 GiB = 2**30 bytes, 1 GB = 10**9 bytes: the drill
 says which); FLOPs count one multiply-add as 2 FLOPs (a GEMM (m, k) @ (k, n) is 2·m·n·k).
 """
@@ -37,6 +40,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable
+
+import numpy as np
 
 __all__ = [
     "Arch", "ARCHS", "DTYPE_BYTES", "from_gpt_config", "block_linears", "lora_targets",
@@ -300,7 +305,10 @@ def training_flops(arch: Arch, tokens: int, r: int | None = None, targets: Itera
     arch = _as_arch(arch)
     p_lin = arch.n_layer * sum(i * o for i, o in block_linears(arch).values())
     if r is None:
+        if tuple(targets):
+            raise ValueError("training_flops: targets given without r (full fine-tuning has no LoRA targets)")
         return 6 * N * p_lin
+    _check_int(r, "r")
     tg = lora_targets(arch)
     extra = sum(6 * N * r * (tg[t][0] + tg[t][1]) for t in _check_targets(arch, targets))
     return 4 * N * p_lin + arch.n_layer * extra
@@ -338,27 +346,24 @@ def scaling(lora_alpha: float, r: int, use_rslora: bool = False) -> float:
     return float(LoraConfig(r=r, lora_alpha=lora_alpha, use_rslora=use_rslora).scaling)
 
 
-def merged_weight(W0, A, B, lora_alpha: float, r: int, use_rslora: bool = False):
-    """W = W0 + s·B·A (float64 arrays): W0 (d_out, d_in), A (r, d_in), B (d_out, r).
+def merged_weight(W0, A, B, lora_alpha: float, r: int, use_rslora: bool = False) -> np.ndarray:
+    """W = W0 + s·B·A: W0 (d_out, d_in), A (r, d_in), B (d_out, r) -> float64 (d_out, d_in).
 
-    ΔW comes from `minilora.lora.lora_merge_delta`; s from :func:`scaling`.
+    ΔW comes from `minilora.lora.lora_merge_delta`; s from :func:`scaling`. Raises ValueError on
+    mismatched shapes (from lora_merge_delta).
     """
-    import numpy as np
-
     from .lora import lora_merge_delta
 
     A, B, W0 = (np.asarray(a, dtype=np.float64) for a in (A, B, W0))
     return W0 + lora_merge_delta(A, B, scaling(lora_alpha, r, use_rslora))
 
 
-def lora_init_grads(x, W0, A, B, grad_out, scaling_: float):
+def lora_init_grads(x, W0, A, B, grad_out, scaling_: float) -> tuple[np.ndarray, np.ndarray]:
     """(dA, dB) of one LoRA layer, from `minilora.lora.lora_forward` / `lora_backward` (float64).
 
     x (N, d_in), W0 (d_out, d_in), A (r, d_in), B (d_out, r), grad_out (N, d_out).
-    Returns: dA (r, d_in), dB (d_out, r).
+    Returns: dA (r, d_in), dB (d_out, r), float64. Raises ValueError on mismatched shapes.
     """
-    import numpy as np
-
     from .lora import lora_backward, lora_forward
 
     x, W0, A, B, G = (np.asarray(a, dtype=np.float64) for a in (x, W0, A, B, grad_out))

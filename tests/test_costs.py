@@ -80,6 +80,20 @@ def test_lora_param_count_rejects_bad_input(bad):
         costs.lora_param_count(costs.ARCHS["gpt2-small"], bad["r"], bad["targets"])
 
 
+def test_other_counts_reject_bad_input():
+    a = costs.ARCHS["gpt2-small"]
+    for call in (lambda: costs.training_flops(a, 10, None, ("q",)), lambda: costs.training_flops(a, 10, 0, ("q",)),
+                 lambda: costs.training_flops(a, 0), lambda: costs.kv_cache_bytes(a, 0, 8),
+                 lambda: costs.activation_bytes(a, 1, 0), lambda: costs.optimizer_state_bytes(10, "lion"),
+                 lambda: costs.nf4_bits_per_param(True, 0), lambda: costs.checkpoint_bytes(-1)):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(TypeError, match="GPTConfig"):
+        costs.full_param_count("gpt2")
+    assert costs.full_param_count(GPTConfig(**SMALL[0])) == costs.full_param_count(
+        costs.from_gpt_config(GPTConfig(**SMALL[0])))
+
+
 def test_arch_rejects_bad_shapes():
     with pytest.raises(ValueError, match="family"):
         costs.Arch("x", "bert", 1, 1, 8, 32, 10, 10)
