@@ -1,8 +1,8 @@
 """Closed-form costs of LoRA and full fine-tuning: parameters, bytes, FLOPs, bits (what the drill asks).
 
-Every function here is a formula on integers (no arrays are allocated), so it works for a 65B model as
-well as for a toy GPT. Where minilora already computes a quantity (the scaling rule, ΔW, the rank
-tools, the optimizer state), this module calls it instead of repeating it; the tests check each
+The counts are formulas on integers (no arrays are allocated), so they work for a 65B model as well
+as for a toy GPT. Where minilora already computes a quantity (the scaling rule, ΔW, dA and dB, the
+rank tools), this module calls it on small arrays instead of repeating it; the tests check each
 closed form against the instantiated model (`minilora.nn.GPT` + `minilora.lora.get_peft_model`,
 `minilora.optim.AdamW(...).state_bytes()`) on small configurations.
 
@@ -16,7 +16,8 @@ family "gpt2" (GPT-2, Radford et al. 2019; what `minilora.nn.GPT` builds):
         params = V·d + context·d + L·(12d² + 13d) + 2d                        (with biases)
     small 124M: L 12, heads 12, d 768; medium 355M: 24, 16, 1024; large 774M: 36, 20, 1280;
     XL 1.56B: 48, 25, 1600; all with V = 50257, context 1024.
-family "llama" (LLaMA, Touvron et al. 2023, arXiv:2302.13971, Table 2):
+family "llama" (LLaMA, Touvron et al. 2023, arXiv:2302.13971: d, heads and layers from its Table 2,
+d_ff = the released configs' intermediate_size):
     token embedding V·d and an untied LM head V·d, no position parameters (RoPE), no biases,
     RMSNorm (d weights) before attention and before the MLP and at the end, separate q_proj, k_proj,
     v_proj, o_proj (d -> d each), and a SwiGLU MLP with gate_proj, up_proj (d -> d_ff) and down_proj
