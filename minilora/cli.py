@@ -461,6 +461,34 @@ def run_analyze(args):
 
 
 # --------------------------------------------------------------------------------------------------
+# drill: interview questions with checked answers (logic in minilora/drill/)
+# --------------------------------------------------------------------------------------------------
+
+
+def add_drill_arguments(p):
+    """Arguments of `minilora drill` (--seed, --count, --topic; --answers FILE | --explain | --stats | --list)."""
+    from .drill import TOPICS
+
+    p.add_argument("--seed", type=nonneg_int, default=None, help="random seed of the question set (default: new)")
+    p.add_argument("--count", type=positive_int, default=10, help="number of questions (default 10)")
+    p.add_argument("--topic", action="append", choices=list(TOPICS), default=None,
+                   help="only this topic (repeat for several); see --list")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--answers", metavar="FILE",
+                      help="grade FILE: one answer per line, in question order (docs/drill.md); exit 0 if all right")
+    mode.add_argument("--explain", action="store_true", help="print the questions with worked solutions only")
+    mode.add_argument("--stats", action="store_true", help="score by topic from your progress file, weak topics")
+    mode.add_argument("--list", action="store_true", help="list the question templates by topic")
+
+
+def run_drill(args):
+    """Run `minilora drill` (minilora.drill.session.run); exit code."""
+    from .drill import run
+
+    return run(args.seed, args.count, args.topic, args.answers, args.explain, args.stats, args.list)
+
+
+# --------------------------------------------------------------------------------------------------
 # registration point: one Command per subcommand. Others (demo, finetune, analyze, gradcheck,
 # exercises) append theirs here, or call register() before main() runs.
 # --------------------------------------------------------------------------------------------------
@@ -486,6 +514,10 @@ def register(name, help, add_arguments, run):
     """Add (or replace) a subcommand at run time."""
     COMMANDS[:] = [c for c in COMMANDS if c.name != name]
     COMMANDS.append(Command(name, help, add_arguments, run))
+
+
+register("drill", "interview drill: generated LoRA questions with checked, worked answers",
+         add_drill_arguments, run_drill)
 
 
 def build_parser():
