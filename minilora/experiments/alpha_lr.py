@@ -47,7 +47,8 @@ learning-rate schedule multiplies every group alike and would not break them (a 
 
 With c = 4 every factor used (c, √c = 2, 1/c, 1/√c) is a power of two, so the scaled runs multiply
 by them exactly in binary floating point and Q and S agree with P to the last bit; for another c
-they agree to rounding (about 1e-15 relative in float64).
+they agree to rounding (measured over 50 steps in float64: at most 7e-15 of max|ΔW| for c = 3,
+1.5e-14 for c = 2, whose √c is not a power of two).
 
 Setting: the shipped pretrained model (:func:`minilora.checkpoints.load_pretrained`, config S) in
 float64, LoRA r = 4 on every ``c_attn`` (query, key and value), the stdlib corpus, AdamW with betas
@@ -200,8 +201,8 @@ def alpha_lr_equivalence(base=None, out_dir=None, *, c: float = 4.0, steps: int 
         t = np.arange(1, steps + 1)
         res["files"].append(plot_lines(
             {f"{name}: {RUNS[name]}": (t, np.maximum(v["rel_dW_diff"], floor)) for name, v in compare.items()},
-            out / "alpha_lr.png", f"ΔW vs (c·α, lr), c = {c:g}: max|ΔW − ΔW_ref| / max|ΔW_ref| "
-            f"(0 drawn at {floor:g})", "step", "relative difference", logy=True))
+            out / "alpha_lr.png", f"ΔW of each run vs (c·α, lr), c = {c:g}",
+            "step", f"max|ΔW − ΔW_ref| / max|ΔW_ref|  (0 drawn at {floor:g})", logy=True))
         res["seconds"] = time.perf_counter() - t0
         md = ["# alpha-lr: under Adam, lora_alpha × c is lr_B × c (or lr × √c with A₀ × √c), not lr × c\n",
               f"c = {c:g}; LoRA r = {r} on every c_attn of the {base.config.n_layer}-layer model, "
