@@ -124,8 +124,8 @@ def run_pretrain(args):
         UserError: an existing checkpoint without --resume/--overwrite, bad sizes (exit 2 via main)."""
     from . import perf
     from .data import TokenDataset, load_corpus, unigram_loss
-    from .sampling import generate_text
     from .nn.gpt import GPT, GPTConfig
+    from .sampling import generate_text
     from .train import TrainConfig, train
 
     perf.configure_malloc()
