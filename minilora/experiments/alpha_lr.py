@@ -66,10 +66,11 @@ import numpy as np
 from .. import rank as R
 from ..finetune import copy_model
 from ..lora import LoraConfig, get_peft_model
+from ..nn import GPT
 from ..optim import AdamW
 from ..plots import plot_lines
 from ..tensor import no_grad
-from .common import c_attn, dataset, md_table, write_results
+from .common import Log, c_attn, dataset, md_table, write_results
 
 __all__ = ["alpha_lr_equivalence", "RUNS"]
 
@@ -118,10 +119,10 @@ def _run(base, batches, probe, r, lora_alpha, lr, eps, seed, f):
     return np.stack(dWs), np.asarray(losses)
 
 
-def alpha_lr_equivalence(base=None, out_dir=None, *, c: float = 4.0, steps: int | None = None, quick: bool = False,
-                         r: int = 4, lora_alpha: float = 4.0, lr: float = 1e-3, eps: float = 1e-8,
-                         batch_size: int = 4, dtype=np.float64, seed: int = 0, tol: float | None = None,
-                         log=print) -> dict:
+def alpha_lr_equivalence(base: GPT | None = None, out_dir: str | Path | None = None, *, c: float = 4.0,
+                         steps: int | None = None, quick: bool = False, r: int = 4, lora_alpha: float = 4.0,
+                         lr: float = 1e-3, eps: float = 1e-8, batch_size: int = 4, dtype=np.float64, seed: int = 0,
+                         tol: float | None = None, log: Log = print) -> dict:
     """Compare the trajectories of (c·α, lr), (α, lr_A = lr, lr_B = c·lr), (α, √c·lr, A₀ × √c) and
     (α, c·lr) under AdamW, step by step (derivation: this module's docstring).
 

@@ -6,26 +6,32 @@ subspace (Hu et al. 2021, arXiv:2106.09685). CLI: ``minilora analyze amplificati
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .. import rank as R
+from ..nn import GPT
 from ..plots import plot_lines
-from .common import c_attn, dataset, finetune, md_table, qv_factors, settings, write_results
+from .common import Log, c_attn, dataset, finetune, md_table, qv_factors, settings, write_results
 
 __all__ = ["amplification", "summary"]
 
 
-def amplification(base, out_dir, sweep=None, ranks=(1, 4, 8, 16, 64), steps=None, quick=False, lora_alpha=8.0,
-                  layer=None, log=print) -> dict:
+def amplification(base: GPT, out_dir: str | Path, sweep: dict | None = None,
+                  ranks: Sequence[int] | None = (1, 4, 8, 16, 64), steps: int | None = None, quick: bool = False,
+                  lora_alpha: float = 8.0, layer: int | None = None, log: Log = print) -> dict:
     """LoRA §7.3 / Table 7: amplification ‖ΔW‖_F / ‖UᵀWV‖_F of each adapter's ΔW (query and value
     slices of c_attn) against the frozen W of the same slice, with ‖UᵀWV‖_F for W's own top-r
     subspace and for a random subspace, and the amplification of a random ΔW of the same rank and
     norm (a Gaussian B·A rescaled). Table 7 style rows for ``layer`` (default: the middle one) and
     the mean amplification over all layers. With a ``sweep``, its adapters are reused and ``ranks``
     is cut to the sweep's (None: all of the sweep's ranks). Writes amplification.md/.json/.png.
-    Raises ValueError for ``ranks=None`` without a sweep.
+    Returns the results dict: "rows" (per r, layer and slice: the fields of
+    :func:`minilora.rank.amplification_factor`, "amplification_random_dW", "amplification_top_w"),
+    "mean_over_layers" ({"<r>/<slice>": {"amplification", "amplification_random_dW"}}), "layer",
+    "files", "seconds", and the private "_models". Raises ValueError for ``ranks=None`` without a sweep.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

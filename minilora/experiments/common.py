@@ -25,14 +25,14 @@ from ..nn import GPT, GPTConfig
 from ..optim import SGD, AdamW
 from ..train import TrainConfig, load_model, train
 
-__all__ = ["DEFAULT_BASE_DIR", "QUICK_GPT", "QV", "get_base", "dataset", "settings", "val_batches", "plain_gpt",
+__all__ = ["Log", "DEFAULT_BASE_DIR", "QUICK_GPT", "QV", "get_base", "dataset", "settings", "val_batches", "plain_gpt",
            "c_attn", "qv_factors", "finetune", "jsonable", "write_results", "md_table"]
 
 DEFAULT_BASE_DIR = "runs/demo/base"
 QUICK_GPT = dict(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
 QV = [True, False, True]          # enable_lora for c_attn: query and value slices, not key
 
-Log = Callable[[str], object]
+Log = Callable[[str], object]     # a progress-line printer, e.g. print
 
 _DATA: dict = {}
 _QUICK_BASE: dict = {}
@@ -77,7 +77,7 @@ def c_attn(model, i: int):
     return model.get_submodule(f"transformer.h.{i}.attn.c_attn")
 
 
-def qv_factors(model, i: int) -> tuple[dict, dict]:
+def qv_factors(model, i: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The query and value adapters of layer i's c_attn (LoRA with enable_lora = QV), in float64.
 
     The group layout is :func:`minilora.rank.lora_factors`'s (group 0 = query, group 1 = value).
@@ -92,7 +92,7 @@ def qv_factors(model, i: int) -> tuple[dict, dict]:
     return A, dW
 
 
-def get_base(base_dir=None, quick: bool = False, log: Log = print) -> GPT:
+def get_base(base_dir: str | Path | None = None, quick: bool = False, log: Log = print) -> GPT:
     """A GPT pretrained on the pydoc prose.
 
     * ``base_dir`` holding a checkpoint: load it (``train.load_model``).
@@ -122,8 +122,9 @@ def get_base(base_dir=None, quick: bool = False, log: Log = print) -> GPT:
     return model
 
 
-def finetune(base, data, s, method="lora", r=8, lora_alpha=8.0, lr=None, init_seed=0, data_seed=1,
-             trainable=None, optimizer="adamw", log: Log = print):
+def finetune(base: GPT, data: TokenDataset, s: dict, method: str = "lora", r: int = 8, lora_alpha: float = 8.0,
+             lr: float | None = None, init_seed: int = 0, data_seed: int = 1, trainable: set | None = None,
+             optimizer: str = "adamw", log: Log = print) -> tuple:
     """Adapt a copy of ``base`` (left untouched) and return ``(model, history)``, model in eval mode.
 
     Args:
@@ -184,7 +185,7 @@ def write_results(out: Path, name: str, results: dict, md: str) -> None:
     _io.atomic_write_bytes(out / f"{name}.md", (md.rstrip() + "\n").encode("utf-8"))
 
 
-def md_table(header, rows) -> str:
+def md_table(header: list, rows: list) -> str:
     """A markdown table: ``header`` list of str, ``rows`` lists of cells; floats with 4 significant digits."""
     def fmt(v):
         if isinstance(v, (float, np.floating)):

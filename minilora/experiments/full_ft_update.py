@@ -8,15 +8,17 @@ question behind LoRA §7 (Hu et al. 2021, arXiv:2106.09685): does the full updat
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .. import rank as R
 from ..finetune import copy_model
+from ..nn import GPT
 from ..plots import plot_cumulative_energy, plot_lines, plot_spectrum
 from ..train import evaluate
-from .common import dataset, finetune, md_table, settings, val_batches, write_results
+from .common import Log, dataset, finetune, md_table, settings, val_batches, write_results
 
 __all__ = ["full_ft_update", "summary"]
 
@@ -28,8 +30,8 @@ def _rank_stats(M) -> dict:
             "energy_rank_90": R.energy_rank(sv, 0.9), "energy_rank_99": R.energy_rank(sv, 0.99)}
 
 
-def full_ft_update(base, out_dir, sweep=None, ks=(1, 2, 4, 8, 16, 32), steps=None, quick=False,
-                   full_lr=1e-3, log=print) -> dict:
+def full_ft_update(base: GPT, out_dir: str | Path, sweep: dict | None = None, ks: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                   steps: int | None = None, quick: bool = False, full_lr: float = 1e-3, log: Log = print) -> dict:
     """ΔW = W_finetuned − W_base of full fine-tuning: spectra and ranks, and the loss after
     truncating every weight-matrix ΔW to rank k (Eckart–Young: the best rank-k ΔW in Frobenius norm).
 
@@ -37,7 +39,10 @@ def full_ft_update(base, out_dir, sweep=None, ks=(1, 2, 4, 8, 16, 32), steps=Non
     W_base + truncate(ΔW, k); vectors (biases, LayerNorm) keep their fine-tuned values at every k
     ("k = 0" changes only them). The fully fine-tuned model comes from ``sweep["_models"]["full"]``
     when present. Writes fullft.md/.json, fullft_spectrum.png, fullft_energy.png,
-    fullft_truncation.png.
+    fullft_truncation.png. Returns the results dict: "layers" (per layer, c_attn and its q/k/v
+    slices: shape, full_dim, frobenius, effective/stable rank, energy rank 90 %/99 %), "truncation"
+    (per k: val_loss, energy_kept_mean, gain_kept; k = "full" last), "base_val_loss",
+    "full_val_loss", "spectra", "files", "settings", "seconds".
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

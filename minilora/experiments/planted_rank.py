@@ -17,9 +17,10 @@ import numpy as np
 
 from .. import rank as R
 from ..data import ByteTokenizer, TokenDataset, load_corpus
+from ..nn import GPT
 from ..plots import plot_cumulative_energy, plot_spectrum
 from ..train import evaluate
-from .common import dataset, finetune, get_base, md_table, settings, val_batches, write_results
+from .common import Log, dataset, finetune, get_base, md_table, settings, val_batches, write_results
 
 __all__ = ["planted_swap", "swap_pairs", "planted_rank", "summary"]
 
@@ -80,8 +81,8 @@ def _gap_rank(sv, kmax=None) -> int:
     return int(np.argmax(ratios)) + 1
 
 
-def planted_rank(base, out_dir, k=4, steps=None, quick=False, lr=3e-3, optimizer="adamw", control=False,
-                 log=print) -> dict:
+def planted_rank(base: GPT | None, out_dir: str | Path, k: int = 4, steps: int | None = None, quick: bool = False,
+                 lr: float = 3e-3, optimizer: str = "adamw", control: bool = False, log: Log = print) -> dict:
     """A task of known intrinsic rank: the pretraining corpus (pydoc) with k letter pairs swapped.
 
     With the tied embedding E (V x C, used by the input lookup and by lm_head) the exact fix is
@@ -97,7 +98,12 @@ def planted_rank(base, out_dir, k=4, steps=None, quick=False, lr=3e-3, optimizer
     fine-tunes on the original corpus (same windows and seed) and subtracts that update, removing
     what fine-tuning E changes anyway when the base is not converged. ``base`` None: :func:`get_base`
     (quick or the demo's). ``steps`` None: 150 (the embedding needs more steps than the sweep).
-    Writes planted.md/.json, planted_spectrum.png, planted_energy.png.
+    Writes planted.md/.json, planted_spectrum.png, planted_energy.png. Returns the results dict:
+    "k", "pairs", "exact_rank", "recovered_rank", the val losses ("floor_val_loss" = base on pydoc,
+    "before_val_loss" / "after_val_loss" on the swapped copy, nats/byte), the ranks and spectra of
+    ΔE (swapped rows and all rows), "phi_topk_trained_vs_exact", "pair_antisymmetry",
+    "rel_error_vs_exact", "files", "settings", "seconds".
+    Raises ValueError if pydoc has fewer than 2k distinct lowercase letters (k <= 13 works).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,23 +8,28 @@ changes with r. CLI: ``minilora analyze sweep``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..nn import GPT
 from ..plots import plot_loss_vs_rank
 from ..train import evaluate
-from .common import dataset, finetune, md_table, settings, val_batches, write_results
+from .common import Log, dataset, finetune, md_table, settings, val_batches, write_results
 
 __all__ = ["rank_sweep", "summary"]
 
 
-def rank_sweep(base, out_dir, ranks=(1, 2, 4, 8, 16, 64), steps=None, quick=False, lora_alpha=8.0,
-               lora_lr=3e-3, full_lr=1e-3, batch_size=None, eval_batches=None, log=print) -> dict:
+def rank_sweep(base: GPT, out_dir: str | Path, ranks: Sequence[int] = (1, 2, 4, 8, 16, 64), steps: int | None = None,
+               quick: bool = False, lora_alpha: float = 8.0, lora_lr: float = 3e-3, full_lr: float = 1e-3,
+               batch_size: int | None = None, eval_batches: int | None = None, log: Log = print) -> dict:
     """Validation loss on stdlib code against the LoRA rank r, and full fine-tuning (LoRA §7.2).
 
     LoRA on the query and value slices of every c_attn (enable_lora = [True, False, True]), the
     same ``lora_alpha`` for every r (so scaling = α/r; the paper fixes α, §4.1), the same lr, data
     order and step count. Ranks above n_embd are dropped.
-    Writes sweep.md, sweep.json, sweep_loss_vs_rank.png. Returns the results dict; its private key
+    Writes sweep.md, sweep.json, sweep_loss_vs_rank.png. Returns the results dict: "base_val_loss"
+    (nats/byte), "lora" (one row per r: method, r, scaling, trainable_params, val_loss, ms_per_step),
+    "full" (the same for full fine-tuning), the settings, "seconds", "files"; its private key
     ``_models`` ({r: LoraModel, "full": GPT}) lets the other experiments reuse the trained runs.
     """
     out = Path(out_dir)

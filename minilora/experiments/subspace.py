@@ -9,21 +9,26 @@ import time
 from pathlib import Path
 
 from .. import rank as R
+from ..nn import GPT
 from ..plots import plot_subspace_heatmap
-from .common import dataset, finetune, md_table, qv_factors, settings, write_results
+from .common import Log, dataset, finetune, md_table, qv_factors, settings, write_results
 
 __all__ = ["subspace_experiment", "summary"]
 
 
-def subspace_experiment(base, out_dir, sweep=None, r_small=8, r_large=64, steps=None, quick=False,
-                        lora_alpha=8.0, layer=None, log=print) -> dict:
+def subspace_experiment(base: GPT, out_dir: str | Path, sweep: dict | None = None, r_small: int = 8,
+                        r_large: int = 64, steps: int | None = None, quick: bool = False, lora_alpha: float = 8.0,
+                        layer: int | None = None, log: Log = print) -> dict:
     """φ(A_{r_small}, A_{r_large}, i, j) and φ between two init seeds at r_small (LoRA §7.2, eq. 4).
 
     φ uses the right singular vectors of A (the d_in = n_embd input space), for the query rows
     [0:r] and the value rows [r:2r] of the grouped A, in every layer; heatmaps for ``layer``
     (default: the middle one, as the paper's layer 48 of 96) beside the random baseline max(i,j)/d.
     Adapters come from ``sweep["_models"]`` when present, otherwise they are trained here.
-    Writes subspace.md/.json and subspace_<pair>_<slice>.png.
+    Writes subspace.md/.json and subspace_<pair>_<slice>.png. Returns the results dict: "rows" (one
+    per pair, layer and slice: φ(1,1), mean φ over i,j <= r_small, φ(1, j_max), φ(1,1) of ΔW, grid
+    min/max, each beside its random baseline; all in [0, 1]), "r_small", "r_large", "d",
+    "layer_plotted", "files", "seconds", and the private "_models".
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
