@@ -264,8 +264,8 @@ def test_experiments_use_no_private_names_of_other_modules(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny64(base):
-    return base.astype(np.float64)
+def tiny64():
+    return get_base(quick=True, log=quiet).astype(np.float64)      # a copy of the cached tiny base
 
 
 def _check_identities(res, exact):
@@ -282,8 +282,11 @@ def _check_identities(res, exact):
     assert naive["rel_dW_diff"][0] <= res["tol"] < naive["rel_dW_diff"][1]
 
 
-def test_alpha_lr_example_c4_is_bitwise(tiny64):
+def test_alpha_lr_example_c4_is_bitwise(tiny64, base):
     res = alpha_lr_equivalence(tiny64, c=4.0, steps=4, log=quiet)
+    # a float32 base is cast on a copy: the caller's model is untouched
+    alpha_lr_equivalence(base, c=4.0, steps=1, log=quiet)
+    assert base.dtype == np.float32
     _check_identities(res, exact=True)
     assert res["dtype"] == "float64" and res["steps"] == 4 and res["files"] == []
     # one ε for both groups: not equal to rounding even at step 1 (ε/√v̂ differs)

@@ -168,7 +168,7 @@ def alpha_lr_equivalence(base: GPT | None = None, out_dir: str | Path | None = N
         from ..checkpoints import load_pretrained
         base = load_pretrained(dtype=dtype)
     elif base.dtype != dtype:
-        base = base.astype(dtype)
+        base = copy_model(base).astype(dtype)       # astype casts in place: never the caller's model
     T = base.config.block_size
     code = dataset("stdlib")
     batches = code.fixed_batches("train", steps, batch_size, T, seed=seed + 1)
