@@ -123,8 +123,9 @@ def run_pretrain(args):
     Raises:
         UserError: an existing checkpoint without --resume/--overwrite, bad sizes (exit 2 via main)."""
     from . import perf
-    from .data import TokenDataset, generate_text, load_corpus, unigram_loss
+    from .data import TokenDataset, load_corpus, unigram_loss
     from .nn.gpt import GPT, GPTConfig
+    from .sampling import generate_text
     from .train import TrainConfig, train
 
     perf.configure_malloc()
@@ -201,7 +202,7 @@ def add_sample_arguments(p):
 
 def run_sample(args):
     """Print a sample from a checkpoint (optionally with a LoRA adapter applied); exit code."""
-    from .data import generate_text
+    from .sampling import generate_text
     from .train import load_model
 
     if not os.path.exists(args.ckpt):
@@ -440,24 +441,53 @@ def run_exercises(args):
 
 
 # --------------------------------------------------------------------------------------------------
-# analyze: the LoRA paper's Section 7 experiments (minilora/experiments.py)
+# analyze: the experiments of minilora/experiments/ (choices and help from its REGISTRY)
 # --------------------------------------------------------------------------------------------------
 
 
 def add_analyze_arguments(p):
-    """Arguments of `minilora analyze` (see minilora.experiments.add_analyze_arguments)."""
-    from .experiments import add_analyze_arguments as _add
+    """Arguments of `minilora analyze`: which experiment (a name of minilora.experiments.REGISTRY, or
+    all), run folder, base checkpoint, budget, and the planted experiment's k."""
+    from .experiments import DEFAULT_BASE_DIR, REGISTRY
 
-    _add(p)
+    suite = ", ".join(e.name for e in REGISTRY.values() if e.in_all)
+    p.add_argument("experiment", choices=[*REGISTRY, "all"],
+                   help="; ".join(f"{e.name}: {e.description}" for e in REGISTRY.values())
+                   + f"; all: {suite} on one base, with summary.md")
+    p.add_argument("--out", default="runs/analyze", help="run folder (default: runs/analyze)")
+    p.add_argument("--base", default=DEFAULT_BASE_DIR,
+                   help="pretrained base checkpoint; pretrained there if missing (default: runs/demo/base; "
+                        "alpha-lr always uses the shipped pretrained model)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="fine-tuning steps per run (default 120, quick 30; planted: 150; alpha-lr: 50, quick 10)")
+    p.add_argument("--k", type=int, default=4, help="number of swapped pairs for `planted` (default 4)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny in-memory base and few steps (under a minute or two; for tests, not for figures)")
 
 
 def run_analyze(args):
-    """Run a rank-analysis experiment (minilora.experiments) with the malloc setting; exit code."""
-    from . import perf
-    from .experiments import run_analyze as _run
+    """Run the chosen experiment (or all) with the malloc setting; exit code.
 
+    Raises: ValueError for --steps < 1 or --k outside 1..13 (exit 2 via main), before any training."""
+    from pathlib import Path
+
+    from . import perf
+    from .experiments import DEFAULT_BASE_DIR, REGISTRY, run_all, run_experiment
+
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if not 1 <= args.k <= 13:
+        raise ValueError(f"--k must be between 1 and 13 (pairs of distinct lowercase letters), got {args.k}")
     perf.configure_malloc()
-    return _run(args)
+    base_dir = None if args.quick and args.base == DEFAULT_BASE_DIR else args.base
+    out = Path(args.out)
+    if args.experiment == "all":
+        run_all(out, base_dir=base_dir, quick=args.quick, steps=args.steps, k=args.k)
+    else:
+        extra = {"k": args.k} if "k" in REGISTRY[args.experiment].defaults else {}
+        run_experiment(args.experiment, out, base_dir=base_dir, quick=args.quick, steps=args.steps, **extra)
+    print(f"wrote {out}/")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import math
 import os
 import tokenize
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -38,9 +37,6 @@ __all__ = [
     "load_corpus",
     "TokenDataset",
     "unigram_loss",
-    "printable",
-    "generate_text",
-    "planted_swap",
 ]
 
 VOCAB_SIZE = 256
@@ -418,7 +414,7 @@ class TokenDataset:
 
 
 # --------------------------------------------------------------------------------------------------
-# baselines and experiments
+# baseline
 # --------------------------------------------------------------------------------------------------
 
 
@@ -451,65 +447,3 @@ def unigram_loss(tokens, reference_tokens=None) -> float:
     counts = np.bincount(ref.astype(np.int64), minlength=VOCAB_SIZE).astype(np.float64) + 1.0  # (V,)
     log_p = np.log(counts) - math.log(counts.sum())                                          # (V,)
     return float(-log_p[arr.astype(np.int64)].mean())
-
-
-def planted_swap(text: str, pairs: Iterable[Sequence[str]]) -> str:
-    """Swap characters pairwise, consistently: for each pair (a, b) every a becomes b and every b becomes a.
-
-    All swaps happen simultaneously (one ``str.translate``), so the map is an involution:
-    ``planted_swap(planted_swap(t, p), p) == t``. Used by the rank experiment: a fine-tuning task
-    whose "true" change is a permutation of a few characters, i.e. of low rank in the embedding.
-
-    Args:
-        text: any str.
-        pairs: iterable of 2-sequences of single characters, e.g. ``[("e", "o"), "st"]``.
-
-    Returns:
-        the transformed str, same length as ``text``.
-
-    Raises:
-        ValueError: a pair is not two single characters, a pair swaps a character with itself, or a
-            character appears in more than one pair (pairs must be disjoint).
-    """
-    table: dict[int, str] = {}
-    for pair in pairs:
-        try:
-            a, b = pair
-        except (TypeError, ValueError):
-            raise ValueError(f"planted_swap: each pair must be two characters, got {pair!r}") from None
-        if not (isinstance(a, str) and isinstance(b, str) and len(a) == 1 and len(b) == 1):
-            raise ValueError(f"planted_swap: each pair must be two single characters, got {pair!r}")
-        if a == b:
-            raise ValueError(f"planted_swap: pair {pair!r} swaps a character with itself")
-        for ch in (a, b):
-            if ord(ch) in table:
-                raise ValueError(f"planted_swap: character {ch!r} appears in more than one pair; "
-                                 "pairs must be disjoint")
-        table[ord(a)] = b
-        table[ord(b)] = a
-    return text.translate(table)
-
-
-def printable(text: str) -> str:
-    """text with control characters other than newline and tab replaced by U+FFFD.
-
-    A byte-level model can emit bytes such as 0x05 or 0x1b (escape): valid text, but printed raw they
-    would drive the terminal. Used when samples are printed.
-    """
-    return "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
-
-
-def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_k=None, seed=None) -> str:
-    """The prompt followed by max_new_tokens sampled bytes, decoded and made terminal-safe.
-
-    Args:
-        model: anything with GPT's `generate(idx (1, T0), max_new_tokens, temperature, top_k, seed)`
-            (a GPT or a LoraModel); it crops the context to its block_size itself.
-        prompt: text to continue ("" is read as a newline).
-    Returns:
-        str (bytes that are not valid UTF-8 become U+FFFD; control characters too, see `printable`).
-    """
-    tok = ByteTokenizer()
-    ids = tok.encode(prompt or "\n")[None, :]                     # (1, T0)
-    out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
-    return printable(tok.decode(out[0]))

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from . import io as _io
-from .data import ByteTokenizer, TokenDataset, generate_text, load_corpus, unigram_loss
+from .data import ByteTokenizer, TokenDataset, load_corpus, unigram_loss
 from .finetune import finetune
 from .lora import LoraConfig
 from .nn import GPT, GPTConfig
+from .sampling import generate_text
 from .tensor import no_grad
 from .train import TrainConfig, evaluate, load_checkpoint, load_model, train
 
@@ -73,7 +74,7 @@ class DemoConfig:
                            seed=self.seed + 1, log_interval=max(1, self.finetune_steps // 5))
 
 
-def _pretrained_base(cfg: DemoConfig, prose: TokenDataset, base_dir: Path, log):
+def pretrained_base(cfg: DemoConfig, prose: TokenDataset, base_dir: Path, log):
     """Load <base_dir> if it holds a finished pretraining of this config; resume or start otherwise."""
     want_model, want_train = cfg.gpt_config().to_dict(), cfg.pretrain_config().to_dict()
     resume = False
@@ -136,7 +137,7 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> d
 
     log(f"== 1. pretraining a GPT ({cfg.n_layer} layers, {cfg.n_embd} channels) on pydoc prose "
         f"({prose.train.size:,} training bytes)")
-    base, pre_hist, reused = _pretrained_base(cfg, prose, out / "base", log)
+    base, pre_hist, reused = pretrained_base(cfg, prose, out / "base", log)
     base.eval()
     base_losses = {"prose": evaluate(base, prose_val), "code": evaluate(base, code_val)}
     baselines = {"prose": unigram_loss(prose.val, prose.train), "code": unigram_loss(code.val, code.train)}

@@ -6,8 +6,9 @@ rather than through ``pyplot``: no GUI backend is chosen or needed, no global fi
 (nothing to close, nothing leaks between calls), and it works headless whatever MPLBACKEND says.
 A notebook can show the result with ``IPython.display.Image(path)``.
 
-Every function writes its PNG atomically (a temporary file in the same folder, then ``os.replace``),
-creates the parent folder if needed, and returns the path as a ``str``.
+Every function renders its PNG in memory and writes it with the one atomic writer of the package,
+:func:`minilora.io.atomic_write_bytes` (a temporary file in the same folder, fsync, then
+``os.replace``), creates the parent folder if needed, and returns the path as a ``str``.
 
 Figures follow LoRA (Hu et al. 2021, arXiv:2106.09685): singular spectra of ΔW (§7), the subspace
 similarity heatmap φ(i, j) of §7.2 / Fig. 3 beside the random baseline max(i, j)/d, validation loss
@@ -15,11 +16,12 @@ against the rank r (§7.2, Tables 6 and 18 style).
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 
 import numpy as np
 
+from . import io as _io
 from . import rank as _rank
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "plot_subspace_heatmap",
     "plot_loss_vs_rank",
     "plot_loss_curves",
+    "plot_lines",
 ]
 
 
@@ -40,23 +43,17 @@ def _new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
 
 
 def _save_atomic(fig, path) -> str:
-    """Render ``fig`` as PNG to ``path`` via a temp file in the same folder and os.replace."""
+    """Render ``fig`` as PNG (100 dpi) into memory, then write it with :func:`minilora.io.atomic_write_bytes`
+    (temporary file, fsync, ``os.replace``): a killed run never leaves half a PNG. Creates the
+    parent folder; returns ``path`` as str."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    buf = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        fig.savefig(buf, format="png", dpi=100)
     finally:
         fig.clear()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _io.atomic_write_bytes(path, buf.getbuffer())
     return path
 
 
@@ -165,7 +162,7 @@ def plot_subspace_heatmap(grid, path, title="Subspace similarity φ(i, j)", base
         m = max(float(np.max(np.abs(excess))), 1e-12)
         panels.append((excess, "φ minus random baseline max(i, j)/d", "RdBu_r", -m, m, "Δφ"))
     fig, axes = _new_figure(ncols=len(panels), width=5.0, height=4.2)
-    for ax, (data, ttl, cmap, vmin, vmax, label) in zip(axes, panels):
+    for ax, (data, ttl, cmap, vmin, vmax, label) in zip(axes, panels, strict=True):
         im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent, aspect="auto",
                        interpolation="nearest")
         ax.set_title(ttl)
@@ -231,6 +228,40 @@ def plot_loss_curves(curves, path, title="Loss", ylabel="loss", log=False) -> st
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save_atomic(fig, path)
+
+
+def plot_lines(series, path, title, xlabel, ylabel, logx=False, logy=False, hlines=None) -> str:
+    """A small line chart with markers: one line per entry of ``series``, optional reference lines.
+
+    Args: ``series`` non-empty dict name -> (x, y), two equal-length 1-D numeric arrays; ``path``
+    output PNG; ``title``, ``xlabel``, ``ylabel`` text; ``logx`` log2 x axis; ``logy`` log10 y axis;
+    ``hlines`` None or dict name -> y (dashed gray horizontal lines, e.g. a baseline).
+    Returns: ``path`` as str. Raises: ValueError for an empty dict, a value that is not a pair, or x
+    and y of different lengths (both named); TypeError for non-numeric data.
+    """
+    fn = "plot_lines"
+    _check_mapping(series, "series", fn)
+    fig, (ax,) = _new_figure()
+    for name, pair in series.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"{fn}: series[{name!r}] must be a pair (x, y)")
+        x = _as_1d(pair[0], f"series[{name!r}] x", fn)
+        y = _as_1d(pair[1], f"series[{name!r}] y", fn)
+        if x.shape != y.shape:
+            raise ValueError(f"{fn}: series[{name!r}]: x {x.shape} and y {y.shape} differ")
+        ax.plot(x, y, marker="o", label=str(name))
+    for name, y in (hlines or {}).items():
+        ax.axhline(float(y), linestyle="--", color="gray", linewidth=1, label=str(name))
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)

@@ -1,4 +1,4 @@
-"""Tests for minilora.data: tokenizer, corpora, split, batches, unigram baseline, planted swaps."""
+"""Tests for minilora.data: tokenizer, corpora, split, batches, unigram baseline."""
 import math
 import string
 
@@ -14,7 +14,6 @@ from minilora.data import (
     ByteTokenizer,
     TokenDataset,
     load_corpus,
-    planted_swap,
     unigram_loss,
 )
 
@@ -118,7 +117,7 @@ def test_split_is_deterministic_disjoint_and_covers_whole_corpus():
     # the segments tile [0, N) exactly, without overlap
     ranges = sorted(a.segments("train") + a.segments("val"))
     assert ranges[0][0] == 0 and ranges[-1][1] == len(a)
-    assert all(prev[1] == nxt[0] for prev, nxt in zip(ranges, ranges[1:]))
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(ranges, ranges[1:], strict=False))
     rebuilt = np.concatenate([a.tokens[s:e] for s, e in ranges])
     assert np.array_equal(rebuilt, tok.encode(text, dtype=np.uint8))
 
@@ -192,7 +191,7 @@ def test_same_seed_same_batch_and_fixed_batches():
     f1 = ds.fixed_batches("val", n_batches=3, batch_size=4, block_size=32, seed=7)
     f2 = ds.fixed_batches("val", n_batches=3, batch_size=4, block_size=32, seed=7)
     assert len(f1) == 3
-    for (a, b), (c, d) in zip(f1, f2):
+    for (a, b), (c, d) in zip(f1, f2, strict=True):
         assert np.array_equal(a, c) and np.array_equal(b, d)
     assert not np.array_equal(f1[0][0], f1[1][0])
 
@@ -239,29 +238,3 @@ def test_unigram_loss_exact_values():
         unigram_loss([])
     with pytest.raises(ValueError):
         unigram_loss([256])
-
-
-# --------------------------------------------------------------------------------- planted swap
-
-PAIRS = [("e", "o"), ("a", "t"), ("s", "n")]
-
-
-@given(st.text(alphabet=st.sampled_from("eoatsnxyz é\n")) | st.text(), st.integers(0, len(PAIRS)))
-def test_planted_swap_is_an_involution(text, k):
-    pairs = PAIRS[:k]
-    swapped = planted_swap(text, pairs)
-    assert len(swapped) == len(text)
-    assert planted_swap(swapped, pairs) == text
-
-
-def test_planted_swap_example_and_errors():
-    assert planted_swap("the tea", [("e", "a")]) == "tha tae"
-    assert planted_swap("abc", ["ab"]) == "bac"
-    with pytest.raises(ValueError, match="disjoint"):
-        planted_swap("x", [("a", "b"), ("b", "c")])
-    with pytest.raises(ValueError, match="itself"):
-        planted_swap("x", [("a", "a")])
-    with pytest.raises(ValueError, match="single characters"):
-        planted_swap("x", [("ab", "c")])
-    with pytest.raises(ValueError, match="two characters"):
-        planted_swap("x", [("a",)])

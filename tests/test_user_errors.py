@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from minilora import GPT, GPTConfig, LoraConfig
 from minilora.cli import main
-from minilora.data import TokenDataset, printable
+from minilora.data import TokenDataset
 from minilora.exercises import check
+from minilora.sampling import printable
 from minilora.train import TrainConfig, load_checkpoint, save_checkpoint, train
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
