@@ -437,8 +437,11 @@ def test_check_file_on_a_copied_stub(tmp_path):
 # ---------------------------------------------------------------- check_file runs the file in a child process
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_check_file_passes_every_reference_solution(name):
+# one child process per file: a sample of the output kinds (int, float, one array, a tuple of arrays with
+# shape arguments or a bool); every reference also passes in-process in test_reference_passes
+@pytest.mark.parametrize("name", ["lora_param_count", "lora_scaling", "softmax_forward", "broadcast_add_backward",
+                                  "attention_backward"])
+def test_check_file_passes_reference_solutions(name):
     res = check_file(name, EXERCISES[name].solution_path)
     assert res.passed, res.message
     assert res.message.startswith(f"PASS {name}:")

@@ -413,9 +413,11 @@ def run_file_check(name: str, path, timeout: float = CASE_TIMEOUT) -> CheckResul
     env = dict(os.environ)
     root = str(pathlib.Path(__file__).resolve().parents[2])     # the folder that holds the package
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONSAFEPATH"] = "1"    # Python >= 3.11: a numpy.py in the current folder cannot shadow numpy
     proc = subprocess.Popen([sys.executable, "-m", "minilora.exercises._worker", name, str(path)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
-                            text=True, encoding="utf-8", errors="replace")
+                            text=True, encoding="utf-8", errors="replace",
+                            start_new_session=os.name == "posix")   # Ctrl-C reaches us; we stop the child
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
     reader.start()
@@ -442,7 +444,10 @@ def run_file_check(name: str, path, timeout: float = CASE_TIMEOUT) -> CheckResul
             if line is None:                                 # the child ended without a verdict
                 code = proc.wait()
                 how = f"was killed by {_signal_name(code)}" if code < 0 else f"exited with code {code}"
-                during = f"while {where}" if where in ("importing", "starting the grader") else f"during the {where}"
+                if where == "starting the grader":
+                    return CheckResult(False, f"FAIL {name}: the grader's child process {how} before reading "
+                                              "your file (its error, if any, is printed above).", name)
+                during = "while importing" if where == "importing" else f"during the {where}"
                 return CheckResult(False, (
                     f"FAIL {name}: no verdict: the Python process running your file {how} {during}.\n"
                     + (f"  inputs: {inputs}\n" if inputs else "")
@@ -452,7 +457,7 @@ def run_file_check(name: str, path, timeout: float = CASE_TIMEOUT) -> CheckResul
                 msg = json.loads(line)
             except ValueError:
                 continue
-            event = msg.get("event")
+            event = msg.get("event") if isinstance(msg, dict) else None
             if event == "import":
                 where, limit = "importing", timeout
             elif event == "case":
