@@ -45,7 +45,11 @@ class Optimizer:
         param_groups: list of dicts with "params" (list of Tensors), "lr", "base_lr" and the
             subclass's hyper-parameters.
         state: list (one dict per parameter, in group order) name -> preallocated ndarray.
-        step_count: number of `step()` calls so far (Adam's t).
+        step_count: number of `step()` calls so far (the global step).
+        param_steps: int64 array (one entry per parameter, in group order): how many updates each
+            parameter has received. A parameter is updated only in a step where it has a gradient,
+            so a parameter that first gets one at global step 11 has param_steps 1 after it (AdamW's
+            bias-correction t is this count, as in PyTorch, which keeps `state[p]["step"]`).
     Raises:
         ValueError: no parameters, a group without "params", an unknown key in a group, a negative
             hyper-parameter.
@@ -85,6 +89,7 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
         self.state = [self._init_state(p) for p in self._all_params()]
         self.step_count = 0
+        self.param_steps = np.zeros(len(self.state), dtype=np.int64)
         self._scratch = {}
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -101,7 +106,11 @@ class Optimizer:
         return [p for g in self.param_groups for p in g["params"]]
 
     def _updates(self):
-        """Yield (group, param, state, scratch) for every parameter that has a gradient this step."""
+        """Yield (group, param, state, scratch, t) for every parameter that has a gradient this step.
+
+        t is the parameter's own update count including this one (its entry of `param_steps`, which
+        this advances); parameters without a gradient are skipped and their count stays.
+        """
         i = 0
         for g in self.param_groups:
             for p in g["params"]:
@@ -119,7 +128,8 @@ class Optimizer:
                 tmp = self._scratch.get(key)
                 if tmp is None:
                     tmp = self._scratch[key] = np.empty_like(p.data)
-                yield g, p, st, tmp
+                self.param_steps[i - 1] += 1
+                yield g, p, st, tmp, int(self.param_steps[i - 1])
 
     # ---- public API ---------------------------------------------------------------------------
     def zero_grad(self):
@@ -154,10 +164,11 @@ class Optimizer:
     def state_dict(self) -> dict:
         """Flat dict name -> ndarray (copies), ready for an .npz file.
 
-        Keys: "step" (0-d int64), "group.{g}.lr" (0-d float64, the current lr of group g) and
+        Keys: "step" (0-d int64, the global step), "param_steps" (int64 (n_params,), each parameter's
+        own update count), "group.{g}.lr" (0-d float64, the current lr of group g) and
         "param.{i}.{name}" for each state array of parameter i (in group order).
         """
-        out = {"step": np.array(self.step_count, dtype=np.int64)}
+        out = {"step": np.array(self.step_count, dtype=np.int64), "param_steps": self.param_steps.copy()}
         for gi, g in enumerate(self.param_groups):
             out[f"group.{gi}.lr"] = np.array(g["lr"], dtype=np.float64)
         for i, st in enumerate(self.state):
@@ -168,12 +179,17 @@ class Optimizer:
     def load_state_dict(self, state):
         """Restore what `state_dict` returned, bit for bit, into the preallocated arrays.
 
+        A state dict written before per-parameter steps existed (no "param_steps" key, one global
+        "step") loads too: every parameter gets that step, which is what the old code used.
+
         Raises:
             KeyError: missing or unexpected keys (all listed).
             ValueError: an array whose shape or dtype differs from this optimizer's (all listed,
                 with both shapes), e.g. a checkpoint of another model.
         """
         expected = self.state_dict()
+        if "param_steps" not in state and "step" in state:     # the older format: one global step
+            state = {**state, "param_steps": np.full(len(self.state), int(state["step"]), dtype=np.int64)}
         missing = [k for k in expected if k not in state]
         unexpected = [k for k in state if k not in expected]
         if missing or unexpected:
@@ -184,7 +200,12 @@ class Optimizer:
                if np.shape(state[k]) != v.shape or (k.startswith("param.") and np.asarray(state[k]).dtype != v.dtype)]
         if bad:
             raise ValueError(f"{type(self).__name__}.load_state_dict: mismatched arrays:\n  " + "\n  ".join(bad))
+        steps = np.asarray(state["param_steps"])
+        if not np.issubdtype(steps.dtype, np.integer) or (steps < 0).any():
+            raise ValueError(f"{type(self).__name__}.load_state_dict: param_steps must be integers >= 0, "
+                             f"got {steps.dtype} {steps.tolist()}")
         self.step_count = int(state["step"])
+        self.param_steps[...] = steps
         for gi, g in enumerate(self.param_groups):
             g["lr"] = float(state[f"group.{gi}.lr"])
         for i, st in enumerate(self.state):
@@ -201,6 +222,10 @@ class SGD(Optimizer):
         buf <- momentum * buf + g          (buf starts at 0, so the first buf is g)
         p <- p - lr * buf                  (momentum 0: p <- p - lr * g)
 
+    A parameter with requires_grad False or grad None is skipped (weights and buffer untouched), as in
+    PyTorch; its buffer is still 0 at its first gradient, so that first buffer is its gradient, even
+    when it arrives late (PyTorch's `buf = clone(g)` at a parameter's first step).
+
     Args:
         params: list of Tensors or of group dicts. lr: step size >= 0. momentum, weight_decay: >= 0.
     """
@@ -215,7 +240,7 @@ class SGD(Optimizer):
     def step(self):
         """One SGD update of every parameter that has a gradient (in place)."""
         self.step_count += 1
-        for g, p, st, tmp in self._updates():
+        for g, p, st, tmp, _ in self._updates():
             lr, mu, wd = g["lr"], g["momentum"], g["weight_decay"]
             d = p.grad
             if wd:
@@ -237,7 +262,7 @@ class SGD(Optimizer):
 class AdamW(Optimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019, Algorithm 2).
 
-    With t = step number (1, 2, ...), gradient g, moments m, v (both start at 0):
+    With t = this parameter's own update count (1, 2, ...), gradient g, moments m, v (both start at 0):
 
         p <- p - lr * weight_decay * p                 (decoupled decay, not part of g)
         m <- beta1 * m + (1 - beta1) * g
@@ -253,7 +278,16 @@ class AdamW(Optimizer):
             go into a second group with weight_decay 0, as in GPT-3 / nanoGPT.
         lr: peak step size. betas: (beta1, beta2) in [0, 1). eps: added to sqrt(v_hat).
         weight_decay: decoupled decay coefficient lambda (the per-step shrink is lr * lambda).
-    Parameters with requires_grad False or grad None are skipped (their state is not touched).
+    Parameters with requires_grad False or grad None are skipped: their weights, moments and step
+    count are not touched (no weight decay either), as in PyTorch.
+
+    Per-parameter steps: t counts the updates of each parameter (`param_steps`), not the calls to
+    `step()`. A parameter that first receives a gradient at global step 11 is bias-corrected with
+    t = 1, so its first update is lr * g / (|g| + eps), about lr, as at any parameter's first step
+    (with one global t = 11 and betas (0.9, 0.999) it would be 0.048 for lr = 0.1). When every
+    parameter gets a gradient at every step, per-parameter and global steps are equal. The counts are
+    in `state_dict()` ("param_steps"), so checkpoints keep them; an older state dict with only the
+    global "step" loads by giving every parameter that step.
     """
 
     _state_names = ("exp_avg", "exp_avg_sq")
@@ -277,8 +311,7 @@ class AdamW(Optimizer):
     def step(self):
         """One AdamW update of every parameter that has a gradient (in place, one scratch array)."""
         self.step_count += 1
-        t = self.step_count
-        for g, p, st, tmp in self._updates():
+        for g, p, st, tmp, t in self._updates():
             lr, wd, eps = g["lr"], g["weight_decay"], g["eps"]
             b1, b2 = g["betas"]
             m, v, grad, w = st["exp_avg"], st["exp_avg_sq"], p.grad, p.data
@@ -330,19 +363,54 @@ def cosine_schedule(step, max_lr, min_lr, warmup_steps, total_steps) -> float:
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * s))
 
 
+def _global_norm(grads) -> float:
+    """L2 norm of all arrays in `grads` together, in float64, without overflow or underflow.
+
+    Each gradient is summed in float64 (float32 squares cannot overflow or underflow there). When the
+    largest |entry| is beyond 2**±400 (float64 gradients of extreme size), every entry is first
+    multiplied by a power of two that brings the largest to [0.5, 1): exact, so the result is the
+    norm of the given values to float64 rounding. nan if any entry is nan, inf if any is inf.
+    """
+    amax = 0.0
+    for gr in grads:
+        if gr.size:
+            m = float(np.max(np.abs(gr)))
+            if math.isnan(m):
+                return m
+            amax = max(amax, m)
+    if amax == 0.0 or not math.isfinite(amax):
+        return amax
+    shift = 0
+    if not 2.0 ** -400 < amax < 2.0 ** 400:
+        shift = -math.frexp(amax)[1]       # amax * 2**shift is in [0.5, 1)
+    sq = 0.0
+    for gr in grads:
+        flat = np.asarray(gr, dtype=np.float64).reshape(-1)
+        if shift:
+            flat = np.ldexp(flat, shift)
+        sq += float(np.dot(flat, flat))
+    return math.ldexp(math.sqrt(sq), -shift) if shift else math.sqrt(sq)
+
+
 def clip_grad_norm(params, max_norm) -> float:
     """Scale all gradients together so that their global L2 norm is at most max_norm.
 
         total = sqrt(sum over params of sum(g**2));   if total > max_norm: g <- g * max_norm / (total + 1e-6)
 
-    Parameters without a gradient are ignored; a parameter listed twice counts once. The gradients
-    are scaled in place (they are arrays backward allocated for the leaf). Nothing is scaled when the
-    norm is not finite (the caller decides what to do with a nan/inf step).
+    Parameters without a gradient are ignored; a parameter listed twice counts once. The norm is
+    accumulated in float64, with an exact power-of-two rescaling when the entries are too large or
+    too small for their squares (see `_global_norm`): 100 float32 entries of 1e20 give 1e21, not inf,
+    and entries of 1e-30 give 1e-29, not 0. The gradients are scaled in place, in their own dtype
+    (they are arrays backward allocated for the leaf). Nothing is scaled when the norm is not finite
+    (the caller decides what to do with a nan/inf step). The 1e-6 is PyTorch's, so the clipped norm
+    is max_norm * total / (total + 1e-6).
 
     Returns:
-        the total norm before clipping, as a Python float.
+        the total norm before clipping, as a Python float (nan if a gradient holds nan, inf if one
+        holds inf or the norm exceeds the float64 range).
     Raises:
         ValueError: max_norm <= 0.
+    Source: Pascanu et al., "On the difficulty of training recurrent neural networks" (ICML 2013).
     """
     max_norm = float(max_norm)
     if not max_norm > 0:
@@ -353,11 +421,7 @@ def clip_grad_norm(params, max_norm) -> float:
             continue
         seen.add(id(p))
         grads.append(p.grad)
-    sq = 0.0
-    for gr in grads:
-        flat = gr.reshape(-1)
-        sq += float(np.dot(flat, flat))
-    total = math.sqrt(sq)
+    total = _global_norm(grads)
     if math.isfinite(total) and total > max_norm:
         scale = max_norm / (total + 1e-6)
         for gr in grads:

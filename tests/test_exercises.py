@@ -1,12 +1,14 @@
 """The exercise grader: references pass, stubs fail politely, typical mistakes fail with a useful hint."""
 import importlib
+import os
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from minilora.exercises import (EXERCISES, CheckResult, check, check_file, list_exercises,
-                                stub_source)
+from minilora.exercises import EXERCISES, CheckResult, check, check_file, list_exercises, stub_source
 
 NAMES = list(EXERCISES)
 
@@ -20,7 +22,7 @@ def test_at_least_twelve_exercises_each_with_stub_and_reference():
     required = {"softmax_backward", "softmax_forward", "layer_norm_backward", "attention_backward",
                 "lora_forward", "lora_backward", "merge", "unmerge", "lora_param_count", "choose_rank",
                 "subspace_similarity", "effective_rank", "broadcast_add_backward",
-                "cross_entropy_backward"}
+                "cross_entropy_backward", "lora_scaling"}
     assert required <= {name for name, _ in items}
     for name, summary in items:
         ex = EXERCISES[name]
@@ -258,6 +260,94 @@ def test_rank_mistakes():
     _fails("subspace_similarity", subspace_similarity, "right singular vectors")
 
 
+# ---------------------------------------------------------------- alpha instead of alpha / r, and friends
+
+ALPHA_HINT = "scaling * r = lora_alpha"
+
+
+def test_lora_scaling_exercise():
+    ref = EXERCISES["lora_scaling"].reference
+    assert ref(16, 8, False) == 2.0 and ref(16, 4, True) == 8.0 and isinstance(ref(16, 3, False), float)
+    assert ref(16, 3, False) == pytest.approx(16 / 3, rel=1e-15)
+    assert list(EXERCISES).index("lora_scaling") == list(EXERCISES).index("lora_param_count") + 1
+
+    def alpha(lora_alpha, r, use_rslora):
+        return float(lora_alpha)
+    _fails("lora_scaling", alpha, "expected  2", "got       16", "lora_alpha itself", "lora_alpha / r = 2")
+
+    def floor_div(lora_alpha, r, use_rslora):
+        return lora_alpha // (r ** 0.5 if use_rslora else r)
+    _fails("lora_scaling", floor_div, "true division", "16 // 3 = 5")
+
+    def no_rslora(lora_alpha, r, use_rslora):
+        return lora_alpha / r
+    _fails("lora_scaling", no_rslora, "rsLoRA divides by sqrt(r)")
+
+    def always_rslora(lora_alpha, r, use_rslora):
+        return lora_alpha / r ** 0.5
+    _fails("lora_scaling", always_rslora, "use_rslora is False here")
+
+
+def test_alpha_instead_of_alpha_over_r_gets_its_hint():
+    """The classic mistake `scaling * r` (that is, lora_alpha) fails with its hint in every exercise that has a
+    scaling: the forward pass, merge, unmerge and each output of the backward pass."""
+    def lora_forward(x, W0, A, B, scaling):
+        return x @ W0.T + scaling * A.shape[0] * (x @ A.T) @ B.T
+    msg = _fails("lora_forward", lora_forward, ALPHA_HINT, "with r = 2", "expected  -21.75139619")
+    assert "alpha != r" in msg
+
+    def merge(W0, A, B, scaling):
+        return W0 + scaling * A.shape[0] * B @ A
+    _fails("merge", merge, ALPHA_HINT)
+
+    def unmerge(W, A, B, scaling):
+        return W - scaling * A.shape[0] * B @ A
+    _fails("unmerge", unmerge, ALPHA_HINT)
+
+    ref = EXERCISES["lora_backward"].reference
+    for pos, out in enumerate(("dx", "dA", "dB")):
+        def lora_backward(x, W0, A, B, scaling, g, mask, keep_prob, pos=pos):
+            outs = list(ref(x, W0, A, B, scaling, g, mask, keep_prob))
+            if pos == 0:
+                outs[0] = g @ W0 + A.shape[0] * (outs[0] - g @ W0)
+            else:
+                outs[pos] = outs[pos] * A.shape[0]
+            return tuple(outs)
+        _fails("lora_backward", lora_backward, f"output '{out}'", ALPHA_HINT)
+
+
+def test_lora_backward_missing_keep_prob_in_dA_and_dB():
+    ref = EXERCISES["lora_backward"].reference
+
+    def no_kp_in_dA(x, W0, A, B, scaling, g, mask, keep_prob):
+        dx, _, dB = ref(x, W0, A, B, scaling, g, mask, keep_prob)
+        return dx, scaling * (g @ B).T @ (x * mask), dB
+    _fails("lora_backward", no_kp_in_dA, "output 'dA'", "keep_prob 0.8", "missing the 1/keep_prob")
+
+    def no_kp_in_dB(x, W0, A, B, scaling, g, mask, keep_prob):
+        dx, dA, _ = ref(x, W0, A, B, scaling, g, mask, keep_prob)
+        return dx, dA, scaling * g.T @ ((x * mask) @ A.T)
+    _fails("lora_backward", no_kp_in_dB, "output 'dB'", "missing the 1/keep_prob")
+
+
+@pytest.mark.parametrize("log", [np.log2, np.log10])
+def test_effective_rank_entropy_in_other_base_undone_with_exp(log):
+    def effective_rank(s):
+        p = s[s > 0] / s.sum()
+        return float(np.exp(-np.sum(p * log(p))))
+    msg = _fails("effective_rank", effective_rank, "undid it with exp")
+    assert "expected  3" in msg and ("got       4.879" if log is np.log2 else "got       1.611") in msg  # s = [1, 1, 1]
+
+
+def test_subspace_similarity_divided_by_i_times_j():
+    def subspace_similarity(A1, A2, i, j):
+        V1 = np.linalg.svd(A1)[2][:i]
+        V2 = np.linalg.svd(A2)[2][:j]
+        return float(np.sum((V1 @ V2.T) ** 2) / (i * j))
+    msg = _fails("subspace_similarity", subspace_similarity, "not i * j")
+    assert "expected  1" in msg and "got       0.333333" in msg               # the same row space, i = j = 3
+
+
 def test_exception_and_bad_return_type():
     def boom(x):
         raise ZeroDivisionError("oops")
@@ -342,3 +432,114 @@ def test_check_file_on_a_copied_stub(tmp_path):
     path.write_text(stub_source("choose_rank"))
     res = check_file("choose_rank", path)
     assert not res.passed and "NotImplementedError" in res.message
+
+
+# ---------------------------------------------------------------- check_file runs the file in a child process
+
+
+# one child process per file: a sample of the output kinds (int, float, one array, a tuple of arrays with
+# shape arguments or a bool); every reference also passes in-process in test_reference_passes
+@pytest.mark.parametrize("name", ["lora_param_count", "lora_scaling", "softmax_forward", "broadcast_add_backward",
+                                  "attention_backward"])
+def test_check_file_passes_reference_solutions(name):
+    res = check_file(name, EXERCISES[name].solution_path)
+    assert res.passed, res.message
+    assert res.message.startswith(f"PASS {name}:")
+
+
+def _write(tmp_path, text, fname="mine.py"):
+    path = tmp_path / fname
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_check_file_infinite_loop_in_the_function_times_out(tmp_path):
+    path = _write(tmp_path, """
+        def lora_param_count(d_in, d_out, r, n_matrices):
+            while n_matrices == 1:          # loops on the third hand-picked case only
+                pass
+            return n_matrices * r * (d_in + d_out)
+    """)
+    res = check_file("lora_param_count", path, timeout=1.0)
+    assert not res.passed
+    assert res.message.startswith('FAIL lora_param_count: your function did not return within 1 s on the '
+                                  'hand-picked case "one matrix, r=1"')
+    assert "inputs: d_in=10, d_out=3, r=1, n_matrices=1" in res.message and "infinite loop" in res.message
+
+
+def test_check_file_infinite_loop_at_import_times_out(tmp_path):
+    path = _write(tmp_path, """
+        while True:
+            pass
+
+        def merge(W0, A, B, scaling):
+            return W0 + scaling * B @ A
+    """)
+    res = check_file("merge", path, timeout=1.0)
+    assert not res.passed
+    assert f"importing {path} did not finish within 1 s" in res.message and "module-level" in res.message
+
+
+@pytest.mark.parametrize("where", ["function", "import"])
+def test_check_file_exit_without_verdict_is_a_fail(tmp_path, where):
+    exit_in_function = where == "function"
+    path = _write(tmp_path, f"""
+        import os
+        print("PASS merge: a learner's print is not a verdict")
+        if not {exit_in_function}:
+            os._exit(0)
+
+        def merge(W0, A, B, scaling):
+            os._exit(0)
+    """)
+    res = check_file("merge", path)
+    assert not res.passed
+    assert res.message.startswith("FAIL merge: no verdict: the Python process running your file exited with "
+                                  "code 0 ")
+    where = 'during the hand-picked case "non-square W0 (4, 6)' if exit_in_function else "while importing"
+    assert f"code 0 {where}" in res.message
+    assert "os._exit()" in res.message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_check_file_killed_child_is_a_fail(tmp_path):
+    path = _write(tmp_path, """
+        import os, signal
+
+        def merge(W0, A, B, scaling):
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    res = check_file("merge", path)
+    assert not res.passed and "was killed by SIGKILL" in res.message
+
+
+def test_cli_check_exits_nonzero_without_verdict(tmp_path, capsys):
+    from minilora.cli import main
+
+    bad = _write(tmp_path, "import os\n\ndef merge(W0, A, B, scaling):\n    os._exit(0)\n")
+    assert main(["exercises", "check", "merge", "--file", str(bad)]) == 1
+    assert "FAIL merge: no verdict" in capsys.readouterr().out
+    good = _write(tmp_path, "def merge(W0, A, B, scaling):\n    return W0 + scaling * B @ A\n", "good.py")
+    assert main(["exercises", "check", "merge", "--file", str(good)]) == 0
+    assert capsys.readouterr().out.startswith("PASS merge:")
+    assert main(["exercises", "list"]) == 0
+    assert "lora_scaling" in capsys.readouterr().out
+
+
+def test_cli_without_hypothesis_prints_one_line(tmp_path):
+    """hypothesis is a main dependency, but if it is missing the command says so in one line."""
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "hypothesis" or name.startswith("hypothesis."):
+                    raise ImportError("No module named 'hypothesis'", name="hypothesis")
+        sys.meta_path.insert(0, Block())
+        from minilora.cli import main
+        sys.exit(main(["exercises", "list"]))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(EXERCISES["merge"].stub_path.parents[3]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs hypothesis" in lines[0] and "pip install" in lines[0]

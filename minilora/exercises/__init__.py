@@ -8,11 +8,12 @@ The command line needs only three functions:
     list_exercises() -> [(name, summary), ...]     in the suggested order
     stub_source(name) -> str                       the text of the stub, to copy
     check_file(name, path) -> CheckResult          grade the function `name` defined in `path`
+                                                   (in a child process, with a time limit per case)
 """
 from __future__ import annotations
 
 from .catalog import CATALOG
-from .grader import CheckResult, Exercise, Failure, load_function, run_check
+from .grader import CASE_TIMEOUT, CheckResult, Exercise, Failure, run_check, run_file_check
 
 EXERCISES: dict[str, Exercise] = {ex.name: ex for ex in CATALOG}
 
@@ -35,23 +36,23 @@ def stub_source(name: str) -> str:
 
 
 def check(name: str, func) -> CheckResult:
-    """Grade the function `func` on exercise `name`."""
+    """Grade the function `func` on exercise `name`, in this process (no time limit: use `check_file`
+    for a file graded in a child process with time limits)."""
     return run_check(_get(name), func)
 
 
-def check_file(name: str, path) -> CheckResult:
-    """Import the file at `path`, take its function called `name` and grade it.
+def check_file(name: str, path, timeout: float = CASE_TIMEOUT) -> CheckResult:
+    """Import the file at `path` in a child process, take its function called `name` and grade it.
 
-    Unknown exercise names, missing files, import errors and a missing function all give a failed
-    CheckResult with a message; nothing is raised.
+    The file runs as ordinary Python with your rights (it is not sandboxed), in a child process with
+    `timeout` seconds for the import and for each case (see `grader.run_file_check`). Unknown
+    exercise names, missing files, import errors, a missing function, a time-out and a child that
+    ends without a verdict all give a failed CheckResult with a message; nothing is raised.
     """
     if name not in EXERCISES:
         return CheckResult(False, f"FAIL: unknown exercise {name!r}; choose from: {', '.join(EXERCISES)}",
                            name)
-    func, why = load_function(name, path)
-    if func is None:
-        return CheckResult(False, why, name)
-    return check(name, func)
+    return run_file_check(name, path, timeout=timeout)
 
 
 __all__ = ["EXERCISES", "Exercise", "CheckResult", "Failure", "list_exercises", "stub_source",

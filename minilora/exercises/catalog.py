@@ -13,7 +13,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from .grader import ATOL, RTOL, Exercise, Failure
+from .grader import ATOL, RTOL, Exercise, Failure, _fmt
 
 # ---------------------------------------------------------------- helpers
 
@@ -101,6 +101,38 @@ def _param_count_hint(f: Failure):
     ])
 
 
+# ---------------------------------------------------------------- lora_scaling
+
+
+@st.composite
+def _scaling_inputs(draw):
+    alpha = draw(st.one_of(st.integers(1, 512), st.floats(0.01, 512.0, allow_nan=False, allow_infinity=False)))
+    return dict(lora_alpha=alpha, r=draw(st.integers(1, 512)), use_rslora=draw(st.booleans()))
+
+
+def _sc(lora_alpha, r, use_rslora):
+    return lambda: dict(lora_alpha=lora_alpha, r=r, use_rslora=use_rslora)
+
+
+def _scaling_hint(f: Failure):
+    if f.kind != "value":
+        return None
+    a, r, rs = f.inputs["lora_alpha"], f.inputs["r"], f.inputs["use_rslora"]
+    want = "lora_alpha / sqrt(r)" if rs else "lora_alpha / r"
+    return _first_hint(f, [
+        (float(a), f"that is lora_alpha itself: the scaling is {want} = {_fmt(f.expected_value)} here. "
+                   "lora_alpha is a constant; the division by the rank is what keeps the update's size "
+                   "steady when r changes."),
+        (lambda: float(a // r) if not rs else None, "use true division: lora_alpha // r truncates "
+                                                    f"({a!r} // {r} = {a // r!r})."),
+        (a / math.sqrt(r) if not rs else None, "use_rslora is False here: divide by r, not by sqrt(r)."),
+        (a / r if rs else None, "use_rslora is True here: rsLoRA divides by sqrt(r), not by r."),
+        (math.sqrt(a / r) if rs else None, "only r goes under the square root: lora_alpha / sqrt(r)."),
+        (r / a, f"inverted: the scaling is {want}, not the other way round."),
+        (float(a * r), f"divide by the rank, do not multiply: {want}."),
+    ])
+
+
 # ---------------------------------------------------------------- lora_forward, merge, unmerge
 
 
@@ -130,6 +162,11 @@ def _lora_case(seed, N, d_in, d_out, r, scaling, with_x=True):
     return make
 
 
+_ALPHA_HINT = ("you multiplied by scaling * r = lora_alpha: the LoRA branch is scaled by lora_alpha / r "
+               "(= scaling = {s!r} here, with r = {r}), not by lora_alpha. The division by r is part of "
+               "the scaling (exercise lora_scaling).")
+
+
 def _lora_forward_hint(f: Failure):
     i = f.inputs
     x, W0, A, B, s = i["x"], i["W0"], i["A"], i["B"], i["scaling"]
@@ -140,9 +177,11 @@ def _lora_forward_hint(f: Failure):
         return None
     base = x @ W0.T
     lora = x @ A.T @ B.T
+    r = A.shape[0]
     return _first_hint(f, [
         (base + lora, f"did you forget scaling? The LoRA branch is multiplied by scaling "
                       f"(= lora_alpha / r = {s!r} here, not 1)."),
+        (base + s * r * lora, _ALPHA_HINT.format(s=s, r=r)),
         (s * lora, "you left out the frozen path x @ W0.T."),
         (base, "you left out the LoRA branch scaling * (x @ A.T) @ B.T."),
         (lambda: base + lora / s, "the scaling multiplies the LoRA branch; you divided by it."),
@@ -181,6 +220,7 @@ def _merge_hint_factory(sign, first):
         dW = B @ A
         return _first_hint(f, [
             (W + sign * dW, "did you forget scaling? ΔW = scaling * B @ A, and scaling != 1 here."),
+            (W + sign * s * A.shape[0] * dW, _ALPHA_HINT.format(s=s, r=A.shape[0])),
             (W - sign * s * dW, "wrong sign: merge adds scaling * B @ A, unmerge subtracts it."),
             (W - sign * dW, "wrong sign, and the scaling is missing."),
             (sign * s * dW, f"you returned only ΔW: add it to {first}."),
@@ -344,11 +384,14 @@ def _lora_backward_hint(f: Failure):
         return None
     xt = x * m / kp
     gB = g @ B
+    r = A.shape[0]
+    alpha_hint = _ALPHA_HINT.format(s=s, r=r)
     if f.output == "dx":
         lora = s * (gB @ A)
         return _first_hint(f, [
             (g @ W0 + lora, "dx is missing the dropout mask: the LoRA term of dx is "
                             "scaling * ((g @ B) @ A) * mask / keep_prob."),
+            (g @ W0 + r * lora * m / kp, alpha_hint),
             (g @ W0 + lora * m, "the LoRA term of dx must be divided by keep_prob too (inverted dropout)."),
             (g @ W0 + lora / kp, "the LoRA term of dx must be multiplied by the mask too."),
             ((g @ W0 + lora) * m / kp, "only the LoRA branch is dropped out: g @ W0 is not masked."),
@@ -360,7 +403,10 @@ def _lora_backward_hint(f: Failure):
     if f.output == "dA":
         return _first_hint(f, [
             (s * gB.T @ x, "dA must use the dropped-out input xt = x * mask / keep_prob, not x."),
+            (s * gB.T @ (x * m), "dA is missing the 1/keep_prob: the forward pass used xt = x * mask / "
+                                 "keep_prob (inverted dropout), so dA = scaling * (g @ B).T @ xt."),
             (gB.T @ xt, "did you forget scaling in dA?"),
+            (s * r * gB.T @ xt, alpha_hint),
             (s * xt.T @ gB, "dA has A's shape (r, d_in): use (g @ B).T @ xt, not its transpose."),
         ]) or ("dA = scaling * (g @ B).T @ xt: it matches A's shape (r, d_in)."
                if f.kind == "shape" else None)
@@ -368,7 +414,10 @@ def _lora_backward_hint(f: Failure):
         u = xt @ A.T
         return _first_hint(f, [
             (s * g.T @ (x @ A.T), "dB must use u = xt @ A.T with the dropped-out input xt."),
+            (s * g.T @ ((x * m) @ A.T), "dB is missing the 1/keep_prob: u = xt @ A.T with xt = x * mask / "
+                                        "keep_prob (inverted dropout)."),
             (g.T @ u, "did you forget scaling in dB?"),
+            (s * r * g.T @ u, alpha_hint),
             (s * u.T @ g, "dB has B's shape (d_out, r): use g.T @ u, not u.T @ g."),
         ])
     return None
@@ -543,6 +592,10 @@ def _effective_rank_hint(f: Failure):
                                                  "not by the energy s**2."),
         (float(H), "the effective rank is exp of the entropy, not the entropy."),
         (float(2 ** H), "np.log is the natural log: undo it with exp, not 2**."),
+        (float(np.exp(-np.sum(p * np.log2(p)))), "you took the entropy in bits (log2) but undid it with "
+                                                  "exp: use the natural log with exp (or log2 with 2**)."),
+        (float(np.exp(-np.sum(p * np.log10(p)))), "you took the entropy with log10 but undid it with exp: "
+                                                   "use the natural log np.log with exp."),
         (float(np.exp(np.sum(p * np.log(p)))), "the entropy has a minus sign: exp(-sum p log p)."),
     ])
 
@@ -601,6 +654,9 @@ def _subspace_hint(f: Failure):
         (lambda: float(np.sqrt(np.sum(M ** 2)) / min(a, b)), "the Frobenius norm is squared: "
                                                            "||M||_F**2 = sum(M**2)."),
         (lambda: float(np.sum(M ** 2) / max(a, b)), "divide by min(i, j), not max(i, j)."),
+        (lambda: float(np.sum(M ** 2) / (a * b)), "divide by min(i, j), not i * j: ||M||_F**2 is at most "
+                                                  "min(i, j) (M has orthonormal rows or columns), so phi "
+                                                  "reaches 1 when one subspace contains the other."),
         (lambda: float(np.sum((Vh1.T[:a] @ Vh2.T[:b].T) ** 2) / min(a, b)),
          "the top-i right singular vectors are the first i ROWS of Vh (Vh[:i]), not its first columns."),
     ])
@@ -625,6 +681,14 @@ CATALOG = (
            ("non-square: d_in=768, d_out=2304, r=8, 12 matrices", _pc(768, 2304, 8, 12)),
            ("one matrix, r=1", _pc(10, 3, 1, 1))],
           _param_count_hint),
+    _make("lora_scaling", "scaling = lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA", ["scaling"],
+          _scaling_inputs(),
+          [("lora_alpha 16, r 8 -> 2 (not 16)", _sc(16, 8, False)),
+           ("true division: lora_alpha 16, r 3 -> 5.333", _sc(16, 3, False)),
+           ("rsLoRA: lora_alpha 16, r 4 -> 16 / sqrt(4) = 8", _sc(16, 4, True)),
+           ("lora_alpha = r = 8 -> 1", _sc(8, 8, False)),
+           ("rsLoRA, r = 1 -> lora_alpha", _sc(32.0, 1, True))],
+          _scaling_hint),
     _make("lora_forward", "y = x W0^T + scaling (x A^T) B^T", ["y"], _lora_forward_inputs(),
           [("alpha != r: scaling = 2.5, non-square W0 (4, 5), r = 2", _lora_case(0, 3, 5, 4, 2, 2.5)),
            ("tall W0 (7, 3), r = 2, scaling = 8", _lora_case(1, 4, 3, 7, 2, 8.0)),

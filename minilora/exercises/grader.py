@@ -6,13 +6,24 @@ weights, size-1 broadcast dims, ...), then on inputs drawn by hypothesis (`hypot
 rtol 1e-6 and atol 1e-8, integers exactly. The first failure stops the check and is reported with the
 output's name, the index, expected vs got, the errors, the input shapes and, where the grader
 recognises a typical mistake, a hint.
+
+`run_check` grades a function in this process. `run_file_check` grades a learner's file in a child
+Python process (`_worker.py`) with a time limit for the import and for each case, so an infinite
+loop or an `os._exit()` ends in a FAIL with the case it happened on, never in a hang or a silent exit.
+The file is executed as ordinary Python with the user's rights: this is isolation, not a sandbox.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import os
 import pathlib
+import queue
+import signal
+import subprocess
 import sys
+import threading
 import traceback
 from typing import Any, Callable
 
@@ -22,6 +33,8 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 RTOL = 1e-6
 ATOL = 1e-8
 MAX_EXAMPLES = 40
+CASE_TIMEOUT = 10.0      # seconds for importing a learner's file, and for each case
+_START_TIMEOUT = 120.0   # the child's own start (Python, numpy, hypothesis) on a busy machine
 
 _SETTINGS = settings(
     max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -154,10 +167,12 @@ def _compare(expected, got) -> tuple[str, tuple | None, str] | None:
     return None
 
 
-def _run_case(ex: Exercise, func, inputs: dict, label: str) -> Failure | None:
+def _run_case(ex: Exercise, func, inputs: dict, label: str, on_case=None) -> Failure | None:
     expected = ex.reference(*_copy_inputs(inputs).values())
     expected = tuple(expected) if len(ex.outputs) > 1 else (expected,)
     mine = _copy_inputs(inputs)
+    if on_case is not None:
+        on_case(label, inputs)
     try:
         with np.errstate(all="ignore"):  # overflow in the learner's code shows up as a wrong value
             got = func(*mine.values())
@@ -177,7 +192,7 @@ def _run_case(ex: Exercise, func, inputs: dict, label: str) -> Failure | None:
         got = tuple(got)
     else:
         got = (got,)
-    for pos, (name, e, g) in enumerate(zip(ex.outputs, expected, got)):
+    for pos, (name, e, g) in enumerate(zip(ex.outputs, expected, got, strict=True)):
         res = _compare(e, g)
         if res is not None:
             kind, index, detail = res
@@ -289,13 +304,17 @@ def _failure_message(ex: Exercise, f: Failure) -> str:
 # ---------------------------------------------------------------- the public entry points
 
 
-def run_check(ex: Exercise, func) -> CheckResult:
-    """Grade `func` on `ex`: the edge cases, then hypothesis-drawn inputs."""
+def run_check(ex: Exercise, func, on_case=None) -> CheckResult:
+    """Grade `func` on `ex`: the edge cases, then hypothesis-drawn inputs (in this process, no time limit).
+
+    `on_case(label, inputs)`, if given, is called just before each call of `func` (the child process
+    of `run_file_check` uses it to tell the parent which case is running).
+    """
     if not callable(func):
         return CheckResult(False, f"FAIL {ex.name}: expected a function, got {type(func).__name__}.",
                            ex.name)
     for label, make in ex.edge_cases:
-        f = _run_case(ex, func, make(), f'hand-picked case "{label}"')
+        f = _run_case(ex, func, make(), f'hand-picked case "{label}"', on_case)
         if f is not None:
             return CheckResult(False, _failure_message(ex, f), ex.name)
 
@@ -306,7 +325,7 @@ def run_check(ex: Exercise, func) -> CheckResult:
     def _property(inputs):
         nonlocal count
         count += 1
-        f = _run_case(ex, func, inputs, "hypothesis-drawn example")
+        f = _run_case(ex, func, inputs, f"hypothesis-drawn example {count}", on_case)
         if f is not None:
             raise _Found(f)
 
@@ -348,3 +367,113 @@ def load_function(name: str, path) -> tuple[Callable | None, str]:
     if not callable(func):
         return None, f"FAIL {name}: '{name}' in {path} is a {type(func).__name__}, not a function."
     return func, ""
+
+
+# ---------------------------------------------------------------- grading a file in a child process
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _read_lines(stream, q: queue.Queue) -> None:
+    for line in stream:
+        q.put(line)
+    q.put(None)
+
+
+def run_file_check(name: str, path, timeout: float = CASE_TIMEOUT) -> CheckResult:
+    """Grade the function `name` defined in the file `path`, in a child Python process with time limits.
+
+    The file is imported and run as ordinary Python, with the user's rights (this is no sandbox),
+    but in a separate process (`python -m minilora.exercises._worker NAME PATH`) that reports each
+    case to this one before calling the learner's function. So an infinite loop (at import or in the
+    function) ends with "did not return within N s on the <case>", and a child that stops without
+    a verdict (`os._exit(0)`, a crash of the interpreter) is a FAIL too: never a hang, never a silent
+    pass. The learner's prints go to stderr. The checking itself is `run_check`'s.
+
+    Args:
+        name: an exercise name (see `EXERCISES`); path: the learner's .py file.
+        timeout: seconds allowed for importing the file and for each case (default CASE_TIMEOUT).
+    Returns:
+        CheckResult (a missing file, an import error or a wrong result is a failed result, not an
+        exception).
+    Raises:
+        ValueError: timeout is not a positive number.
+    """
+    timeout = float(timeout)
+    if not timeout > 0:
+        raise ValueError(f"run_file_check: timeout must be > 0 seconds, got {timeout}")
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return CheckResult(False, f"FAIL {name}: no such file: {path}", name)
+    env = dict(os.environ)
+    root = str(pathlib.Path(__file__).resolve().parents[2])     # the folder that holds the package
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONSAFEPATH"] = "1"    # Python >= 3.11: a numpy.py in the current folder cannot shadow numpy
+    proc = subprocess.Popen([sys.executable, "-m", "minilora.exercises._worker", name, str(path)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+                            text=True, encoding="utf-8", errors="replace",
+                            start_new_session=os.name == "posix")   # Ctrl-C reaches us; we stop the child
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    where, inputs, limit, verdict = "starting the grader", "", _START_TIMEOUT, False
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=limit)
+            except queue.Empty:
+                proc.kill()
+                if where == "importing":
+                    return CheckResult(False, (
+                        f"FAIL {name}: importing {path} did not finish within {timeout:g} s.\n"
+                        "  hint: the file's module-level code runs when it is imported: does it loop, wait "
+                        "for input, or compute something long? Keep the work inside the function."), name)
+                if where == "starting the grader":
+                    return CheckResult(False, f"FAIL {name}: the grader's child process did not start "
+                                              f"within {_START_TIMEOUT:g} s (is the machine overloaded?)", name)
+                return CheckResult(False, (
+                    f"FAIL {name}: your function did not return within {timeout:g} s on the {where}.\n"
+                    f"  inputs: {inputs}\n"
+                    "  hint: an infinite loop? Look for a `while` whose condition never changes, or a loop "
+                    "over a value that grows."), name)
+            if line is None:                                 # the child ended without a verdict
+                code = proc.wait()
+                how = f"was killed by {_signal_name(code)}" if code < 0 else f"exited with code {code}"
+                if where == "starting the grader":
+                    return CheckResult(False, f"FAIL {name}: the grader's child process {how} before reading "
+                                              "your file (its error, if any, is printed above).", name)
+                during = "while importing" if where == "importing" else f"during the {where}"
+                return CheckResult(False, (
+                    f"FAIL {name}: no verdict: the Python process running your file {how} {during}.\n"
+                    + (f"  inputs: {inputs}\n" if inputs else "")
+                    + "  hint: does your code call os._exit(), kill its own process or crash the interpreter? "
+                      "A solution must return its result."), name)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            event = msg.get("event") if isinstance(msg, dict) else None
+            if event == "import":
+                where, limit = "importing", timeout
+            elif event == "case":
+                where, inputs, limit = msg["label"], msg["inputs"], timeout
+            elif event == "verdict":
+                verdict = True
+                return CheckResult(bool(msg["passed"]), str(msg["message"]), name)
+    finally:                     # after a verdict the child exits by itself; otherwise (time-out, Ctrl-C) stop it
+        if verdict:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join(timeout=5)
+        if not reader.is_alive():
+            proc.stdout.close()

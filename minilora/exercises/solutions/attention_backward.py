@@ -3,7 +3,7 @@ import numpy as np
 
 
 def attention_backward(q, k, v, g, causal=True):
-    """Reference solution of the `attention_backward` exercise (shapes, formula and hints: stubs/attention_backward.py)."""
+    """Reference solution of the `attention_backward` exercise (see stubs/attention_backward.py)."""
     T, hs = q.shape
     scale = 1.0 / np.sqrt(hs)
     S = (q @ k.T) * scale                                      # (T, T)

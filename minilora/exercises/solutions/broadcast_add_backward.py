@@ -9,5 +9,5 @@ def _unbroadcast(g, shape):
 
 
 def broadcast_add_backward(g, shape_a, shape_b):
-    """Reference solution of the `broadcast_add_backward` exercise (shapes, formula and hints: stubs/broadcast_add_backward.py)."""
+    """Reference solution of the `broadcast_add_backward` exercise (see stubs/broadcast_add_backward.py)."""
     return _unbroadcast(g, tuple(shape_a)), _unbroadcast(g, tuple(shape_b))

@@ -3,7 +3,7 @@ import numpy as np
 
 
 def cross_entropy_backward(logits, targets):
-    """Reference solution of the `cross_entropy_backward` exercise (shapes, formula and hints: stubs/cross_entropy_backward.py)."""
+    """Reference solution of the `cross_entropy_backward` exercise (see stubs/cross_entropy_backward.py)."""
     N = logits.shape[0]
     z = logits - np.max(logits, axis=-1, keepdims=True)   # (N, V)
     p = np.exp(z)

@@ -3,7 +3,7 @@ import numpy as np
 
 
 def effective_rank(s):
-    """Reference solution of the `effective_rank` exercise (shapes, formula and hints: stubs/effective_rank.py)."""
+    """Reference solution of the `effective_rank` exercise (see stubs/effective_rank.py)."""
     s = np.asarray(s, dtype=np.float64)
     p = s / np.sum(s)                  # (n,) L1-normalised singular values
     p = p[p > 0]                       # 0 * log 0 = 0

@@ -3,7 +3,7 @@ import numpy as np
 
 
 def layer_norm_backward(x, gamma, g, eps):
-    """Reference solution of the `layer_norm_backward` exercise (shapes, formula and hints: stubs/layer_norm_backward.py)."""
+    """Reference solution of the `layer_norm_backward` exercise (see stubs/layer_norm_backward.py)."""
     mu = np.mean(x, axis=-1, keepdims=True)                   # (N, 1)
     rstd = 1.0 / np.sqrt(np.var(x, axis=-1, keepdims=True) + eps)  # (N, 1)
     xhat = (x - mu) * rstd                                    # (N, C)

@@ -2,7 +2,7 @@
 
 
 def lora_backward(x, W0, A, B, scaling, g, mask, keep_prob):
-    """Reference solution of the `lora_backward` exercise (shapes, formula and hints: stubs/lora_backward.py)."""
+    """Reference solution of the `lora_backward` exercise (see stubs/lora_backward.py)."""
     xt = x * mask / keep_prob           # (N, d_in)  the dropped-out input x~
     u = xt @ A.T                        # (N, r)
     gB = g @ B                          # (N, r)

@@ -2,5 +2,5 @@
 
 
 def merge(W0, A, B, scaling):
-    """Reference solution of the `merge` exercise (shapes, formula and hints: stubs/merge.py)."""
+    """Reference solution of the `merge` exercise (see stubs/merge.py)."""
     return W0 + scaling * (B @ A)       # (d_out, d_in), a new array: W0 is left untouched

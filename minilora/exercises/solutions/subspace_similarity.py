@@ -3,7 +3,7 @@ import numpy as np
 
 
 def subspace_similarity(A1, A2, i, j):
-    """Reference solution of the `subspace_similarity` exercise (shapes, formula and hints: stubs/subspace_similarity.py)."""
+    """Reference solution of the `subspace_similarity` exercise (see stubs/subspace_similarity.py)."""
     _, _, Vh1 = np.linalg.svd(A1, full_matrices=False)   # Vh1: (min(r1, d), d)
     _, _, Vh2 = np.linalg.svd(A2, full_matrices=False)
     U1 = Vh1[:i].T                                        # (d, i) top-i right singular vectors

@@ -2,5 +2,5 @@
 
 
 def unmerge(W, A, B, scaling):
-    """Reference solution of the `unmerge` exercise (shapes, formula and hints: stubs/unmerge.py)."""
+    """Reference solution of the `unmerge` exercise (see stubs/unmerge.py)."""
     return W - scaling * (B @ A)        # (d_out, d_in), a new array
