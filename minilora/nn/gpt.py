@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -200,20 +201,25 @@ class GPT(Module):
         loss = None if targets is None else ops.cross_entropy(logits, np.asarray(targets))
         return logits, loss
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+    def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int | np.random.Generator | None = None) -> np.ndarray:
         """Sample max_new_tokens tokens after idx (B, T0), cropping the context to block_size.
 
         Args:
-            temperature: > 0 divides the logits; 0 means greedy (argmax).
-            top_k: keep only the k most likely tokens (None: all).
-            seed: seeds the sampling generator (same seed, same text).
+            idx: int token ids (B, T0), any T0 >= 1 (only the last block_size are read).
+            max_new_tokens: int >= 0.
+            temperature: finite real >= 0; > 0 divides the logits, 0 means greedy (argmax).
+            top_k: None (all tokens) or int >= 1: keep only the k most likely tokens.
+            seed: None, an int >= 0 or a np.random.Generator, for the sampling (same seed, same text).
         Returns:
             int64 array (B, T0 + max_new_tokens).
         Raises:
-            ValueError: negative temperature or max_new_tokens, top_k < 1.
+            TypeError: an argument of the wrong type (a float max_new_tokens or top_k, a bool, a
+                str...), checked before any token is generated.
+            ValueError: negative max_new_tokens or temperature, non-finite temperature, top_k < 1,
+                negative seed; the token-id errors of forward.
         """
-        if temperature < 0 or max_new_tokens < 0 or (top_k is not None and top_k < 1):
-            raise ValueError("generate: need temperature >= 0, max_new_tokens >= 0, top_k >= 1")
+        _check_generate_args(max_new_tokens, temperature, top_k, seed)
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         self._check_idx(idx[:, -self.config.block_size:] if idx.ndim == 2 else idx)  # a longer prompt is cropped below
         idx = np.array(idx, dtype=np.int64)
@@ -239,3 +245,32 @@ class GPT(Module):
         finally:
             self.train(was_training)
         return idx
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_generate_args(max_new_tokens, temperature, top_k, seed) -> None:
+    """The argument checks of `GPT.generate`, one message per fault (see its docstring)."""
+    if not _is_int(max_new_tokens):
+        raise TypeError(f"generate: max_new_tokens must be an int >= 0, got {type(max_new_tokens).__name__} "
+                        f"{max_new_tokens!r}")
+    if max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens}")
+    if not isinstance(temperature, Real) or isinstance(temperature, (bool, np.bool_)):
+        raise TypeError(f"generate: temperature must be a real number >= 0 (0 = greedy), got "
+                        f"{type(temperature).__name__} {temperature!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"generate: temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None:
+        if not _is_int(top_k):
+            raise TypeError(f"generate: top_k must be None or an int >= 1, got {type(top_k).__name__} {top_k!r}")
+        if top_k < 1:
+            raise ValueError(f"generate: top_k must be None or an int >= 1, got {top_k}")
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        if not _is_int(seed):
+            raise TypeError(f"generate: seed must be None, an int >= 0 or a np.random.Generator, got "
+                            f"{type(seed).__name__} {seed!r}")
+        if seed < 0:
+            raise ValueError(f"generate: seed must be an int >= 0, got {seed}")

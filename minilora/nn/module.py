@@ -102,6 +102,14 @@ class Module:
             m = m._modules[part]
         return m
 
+    def get_parameter(self, name: str) -> Parameter:
+        """The Parameter at a dotted name (e.g. "lora_A.weight"). Raises KeyError naming it."""
+        mod, _, pname = name.rpartition(".")
+        m = self.get_submodule(mod)
+        if pname not in m._parameters:
+            raise KeyError(f"no parameter {name!r}: {type(m).__name__} has no parameter {pname!r}")
+        return m._parameters[pname]
+
     def set_submodule(self, name, module):
         """Replace the submodule at a dotted name (used to swap a Linear for a LoRALinear)."""
         parent_name, _, child = name.rpartition(".")
@@ -132,8 +140,20 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def astype(self, dtype):
-        """Cast every parameter to dtype in place (e.g. np.float64 for gradient checks); returns self."""
+    def astype(self, dtype) -> Module:
+        """Cast every parameter to dtype in place (e.g. np.float64 for gradient checks); returns self.
+
+        Args: dtype: np.float32 or np.float64 (or their names); the engine computes in these only.
+        Raises: TypeError naming the dtype for anything else (float16, int, "foo"...), before any
+            parameter is changed.
+        """
+        try:
+            dt = None if dtype is None else np.dtype(dtype)     # np.dtype(None) would be float64
+        except TypeError:
+            dt = None
+        if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"{type(self).__name__}.astype: dtype must be np.float32 or np.float64, got {dtype!r}")
+        dtype = dt
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = None
