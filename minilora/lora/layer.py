@@ -53,8 +53,10 @@ class LoRAFunction(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, A, B, b=None, W0=None, frozen_bias=None, scaling=1.0, mask=None, keep_prob=1.0,
-                slices=None):
+    def forward(ctx, x: np.ndarray, A: np.ndarray, B: np.ndarray, b: np.ndarray | None = None,
+                W0: np.ndarray | None = None, frozen_bias: np.ndarray | None = None, scaling: float = 1.0,
+                mask: np.ndarray | None = None, keep_prob: float = 1.0,
+                slices: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
         if b is not None and frozen_bias is not None:
             raise ValueError("LoRAFunction: give the bias either as a trainable input b or as the "
                              "constant frozen_bias, not both")
@@ -65,7 +67,7 @@ class LoRAFunction(Function):
         return y
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g: np.ndarray) -> tuple[np.ndarray | None, ...]:
         (cache,) = ctx.saved
         need = ctx.needs_input_grad
         need_db = ctx.trainable_bias and need[3]
@@ -142,7 +144,7 @@ class LoRAFactor(Module):
         super().__init__()
         self.weight = Parameter(data)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"shape={self.weight.shape}"
 
 
@@ -315,7 +317,7 @@ class LoRALinear(Module):
             mask = self.rng.random(x.shape) >= self.lora_dropout        # (..., d_in) bool
         return self.variant.forward(self, x, mask, keep)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
              f"lora_alpha={self.lora_alpha:g}, scaling={self.scaling:.6g}")
         if self.use_rslora:

@@ -33,8 +33,9 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
+from typing import Any
 
 import numpy as np
 
@@ -209,7 +210,7 @@ class LoraModel(Module):
     Names are the wrapped model's own (no prefix): see the module docstring.
     """
 
-    def __init__(self, model, config):
+    def __init__(self, model: Module, config: LoraConfig):
         super().__init__()
         if not isinstance(model, Module):
             raise TypeError(f"LoraModel: model must be a minilora Module, got {type(model).__name__}")
@@ -221,14 +222,14 @@ class LoraModel(Module):
         self.train(model.training)
 
     # ---- transparency: the wrapped model's names, attributes and calls --------------------------
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         yield prefix, self
         yield from self.base_model.named_modules(prefix)
 
-    def get_submodule(self, name):
+    def get_submodule(self, name: str) -> Module:
         return self.base_model.get_submodule(name)
 
-    def set_submodule(self, name, module):
+    def set_submodule(self, name: str, module: Module) -> None:
         self.base_model.set_submodule(name, module)
 
     def __getattr__(self, name):  # only called when normal lookup fails
@@ -241,19 +242,20 @@ class LoraModel(Module):
     dtype = property(lambda self: self.base_model.dtype, doc="The wrapped model's dtype.")
 
     @property
-    def rng(self):
+    def rng(self) -> np.random.Generator:
         """The wrapped model's generator (dropout, LoRA dropout)."""
         return self.base_model.rng
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Delegates to the wrapped model: `logits, loss = model(idx, targets=None)`."""
         return self.base_model(*args, **kwargs)
 
-    def generate(self, *args, **kwargs):
+    def generate(self, *args: Any, **kwargs: Any) -> np.ndarray:
         """Delegates to the wrapped model's generate."""
         return self.base_model.generate(*args, **kwargs)
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: Mapping[str, np.ndarray],
+                        strict: bool = True) -> tuple[list[str], list[str]]:
         """Module.load_state_dict, then re-take the base fingerprint (refused while merged)."""
         if self.is_merged:
             raise RuntimeError("LoraModel.load_state_dict: unmerge_adapter() first")
@@ -275,39 +277,39 @@ class LoraModel(Module):
         return layers
 
     @property
-    def is_merged(self):
+    def is_merged(self) -> bool:
         """True if any LoRA layer is merged."""
         return any(m.merged for _, m in self.lora_layers())
 
-    def trainable_parameters(self):
+    def trainable_parameters(self) -> list[Parameter]:
         """The Parameters with requires_grad (what the optimizer should update)."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def named_trainable_parameters(self):
+    def named_trainable_parameters(self) -> list[tuple[str, Parameter]]:
         """List of (name, Parameter) with requires_grad."""
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
-    def get_nb_trainable_parameters(self):
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) scalar counts; a tied parameter counts once."""
         return self.num_parameters(trainable_only=True), self.num_parameters()
 
-    def print_trainable_parameters(self):
+    def print_trainable_parameters(self) -> None:
         """Print `trainable params: N || all params: M || trainable%: P` (P with 4 decimals)."""
         t, a = self.get_nb_trainable_parameters()
         print(f"trainable params: {t} || all params: {a} || trainable%: {100.0 * t / a:.4f}")
 
-    def merge_adapter(self):
+    def merge_adapter(self) -> None:
         """Merge every LoRA layer (W <- W0 + ΔW); a merged layer warns and stays as it is."""
         for _, m in self._layers_or_raise("merge_adapter"):
             m.merge()
 
-    def unmerge_adapter(self):
+    def unmerge_adapter(self) -> None:
         """Unmerge every LoRA layer; a layer that is not merged warns and stays as it is."""
         for _, m in self._layers_or_raise("unmerge_adapter"):
             m.unmerge()
 
     @contextlib.contextmanager
-    def disable_adapters(self):
+    def disable_adapters(self) -> Iterator[LoraModel]:
         """Context manager: inside, the model computes exactly the base model (x W0ᵀ + b).
 
         Merged layers are unmerged on entry and merged again on exit (so, in float32, W0 inside is
@@ -327,7 +329,7 @@ class LoraModel(Module):
             for m in remerge:
                 m.merge()
 
-    def merge_and_unload(self):
+    def merge_and_unload(self) -> Module:
         """Merge every adapter and put a plain Linear (weight W0 + ΔW, same bias) in place of each
         LoRA layer; return the wrapped model, now a plain GPT with every parameter trainable.
 
@@ -351,7 +353,7 @@ class LoraModel(Module):
         `adapter_io.load_adapter` (its errors and warnings)."""
         adapter_io.load_adapter(self, path)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         cfg = self.peft_config
         return f"r={cfg.r}, lora_alpha={cfg.lora_alpha:g}, targets={len(self.lora_module_names)}"
 

@@ -14,10 +14,13 @@ Shape letters: B batch, T time (<= block_size), C = n_embd, nh = n_head, V = voc
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import ops
 from ..tensor import Tensor, no_grad
@@ -53,7 +56,7 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
         return asdict(self)
 
@@ -61,7 +64,7 @@ class GPTConfig:
 class CausalSelfAttention(Module):
     """Multi-head causal self-attention: x (B, T, C) -> (B, T, C)."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         C = config.n_embd
         self.n_head, self.p = config.n_head, config.dropout
@@ -70,7 +73,7 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(config.dropout, rng)
         self.rng = rng
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (B, T, C) -> (B, T, C)."""
         qkv = self.c_attn(x)                                       # (B, T, 3C)
         mask = None
@@ -84,14 +87,14 @@ class CausalSelfAttention(Module):
 class MLP(Module):
     """Position-wise feed-forward: x (B, T, C) -> c_fc (B, T, 4C) -> GELU -> c_proj (B, T, C)."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         C = config.n_embd
         self.c_fc = Linear(C, 4 * C, bias=config.bias, dtype=dtype, rng=rng)
         self.c_proj = Linear(4 * C, C, bias=config.bias, dtype=dtype, rng=rng)
         self.dropout = Dropout(config.dropout, rng)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (B, T, C) -> (B, T, C)."""
         return self.dropout(self.c_proj(ops.gelu(self.c_fc(x))))
 
@@ -99,14 +102,14 @@ class MLP(Module):
 class Block(Module):
     """One pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
         self.attn = CausalSelfAttention(config, dtype, rng)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
         self.mlp = MLP(config, dtype, rng)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (B, T, C) -> (B, T, C)."""
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
@@ -115,7 +118,7 @@ class Block(Module):
 class ModuleList(Module):
     """Submodules named 0, 1, 2, ... (so parameter names read `h.0.attn...`)."""
 
-    def __init__(self, modules):
+    def __init__(self, modules: Iterable[Module]):
         super().__init__()
         for i, m in enumerate(modules):
             setattr(self, str(i), m)
@@ -133,7 +136,7 @@ class ModuleList(Module):
 class Transformer(Module):
     """The `transformer.` part of GPT-2: wte, wpe, drop, h (blocks), ln_f."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         self.wte = Embedding(config.vocab_size, config.n_embd, dtype=dtype, rng=rng)
         self.wpe = Embedding(config.block_size, config.n_embd, dtype=dtype, rng=rng)
@@ -157,7 +160,7 @@ class GPT(Module):
         TypeError: idx not integer.
     """
 
-    def __init__(self, config: GPTConfig, dtype=np.float32, seed=0):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike = np.float32, seed: int | None = 0):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT: config must be a GPTConfig, got {type(config).__name__} "
@@ -175,7 +178,7 @@ class GPT(Module):
             p.data = init_rng.normal(0.0, std, p.shape).astype(dtype)
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """The dtype of the parameters."""
         return self.transformer.wte.weight.dtype
 
@@ -189,7 +192,7 @@ class GPT(Module):
             raise ValueError(f"GPT: sequence length {idx.shape[1]} must be in [1, block_size={self.config.block_size}]")
         return idx
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx: np.ndarray | Tensor, targets: np.ndarray | None = None) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) ints -> (logits (B, T, V), loss or None); see the class docstring."""
         idx = self._check_idx(idx)
         T = idx.shape[1]

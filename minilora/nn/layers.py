@@ -7,6 +7,7 @@ those files would transpose.)
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import ops
 from ..tensor import Tensor
@@ -35,7 +36,7 @@ class Linear(Module):
         ValueError: non-positive sizes; an input whose last dim is not d_in (from ops.linear).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=np.float32,
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: DTypeLike = np.float32,
                  rng: np.random.Generator | int | None = None):
         super().__init__()
         if in_features < 1 or out_features < 1:
@@ -73,7 +74,7 @@ class Linear(Module):
         """x (..., d_in) -> (..., d_out)."""
         return ops.linear(x, self.weight, self.bias)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
@@ -84,7 +85,7 @@ class Embedding(Module):
         ValueError/TypeError: indices out of range or not integers (from ops.embedding).
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype=np.float32,
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: DTypeLike = np.float32,
                  rng: np.random.Generator | int | None = None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
@@ -94,7 +95,7 @@ class Embedding(Module):
         """idx (...) ints -> (..., embedding_dim)."""
         return ops.embedding(self.weight, idx)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
@@ -104,7 +105,7 @@ class LayerNorm(Module):
     Shapes: x (..., C) -> (..., C). eps = 1e-5 as in GPT-2.
     """
 
-    def __init__(self, ndim: int, bias: bool = True, eps: float = 1e-5, dtype=np.float32):
+    def __init__(self, ndim: int, bias: bool = True, eps: float = 1e-5, dtype: DTypeLike = np.float32):
         super().__init__()
         self.eps = eps
         self.weight = Parameter(np.ones(ndim, dtype=dtype))
@@ -114,7 +115,7 @@ class LayerNorm(Module):
         """x (..., C) -> (..., C)."""
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, bias={self.bias is not None}"
 
 
@@ -139,5 +140,5 @@ class Dropout(Module):
         """x (any shape) -> same shape; identity in eval mode or when p == 0."""
         return ops.dropout(x, self.p, self.training, self.rng)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
