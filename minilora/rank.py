@@ -13,13 +13,10 @@ Sources, cited again in each function's docstring:
   EUSIPCO, pp. 606-610.
 * Stable rank: Rudelson & Vershynin 2007.
 * Best rank-k approximation: Eckart & Young 1936, Mirsky 1960.
-* The random-subspace baseline E[φ(i, j)] = max(i, j)/d: derived in `random_subspace_baseline`'s
-  docstring (and in docs/formulas.md); the LoRA paper's Fig. 3/4 compare φ against a random Gaussian
-  matrix instead (§7.2, Appendix G).
+* The random-subspace baseline E[φ(i, j)] = max(i, j)/d: derived in `random_subspace_baseline`.
 
-The layout of a grouped LoRA layer and ΔW = scaling·B·A are not re-implemented here: `lora_factors`,
-`delta_weight` and `lora_svd` call `minilora.lora.functional.lora_groups` and `lora_merge_delta`, the
-same functions the layer's forward pass and merge use.
+The layout of a grouped LoRA layer and ΔW = scaling·B·A come from `minilora.lora.functional`
+(`lora_groups`, `lora_merge_delta`), the functions the layer's forward pass and merge use.
 
 Shape letters: d_out, d_in (a weight is stored (d_out, d_in), as torch.nn.Linear), r (LoRA rank),
 g (number of LoRA groups in a fused layer such as c_attn), k (a truncation rank), i, j (numbers of
@@ -181,7 +178,14 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
     Raises: TypeError if an attribute is missing or an array is not numeric; ValueError if the
     shapes do not fit together (the message names them) or a slice is outside 0..d_out.
     """
-    fn = "lora_factors"
+    A, B, scaling, r, slices, _ = _layer_arrays(layer, "lora_factors")
+    return [(rows, A[a_rows], B[b_rows], scaling)               # A_i (r, d_in), B_i (w, r)
+            for _, a_rows, b_rows, rows in lora_groups(slices, r)]
+
+
+def _layer_arrays(layer, fn: str):
+    """(A (g*r, d_in), B (W, r) in one float dtype, scaling, r, slices, d_out), checked as documented
+    in :func:`lora_factors`."""
     A = _as_matrix(_data(layer, "lora_A.weight.data", fn), "lora_A.weight", fn)  # (g*r, d_in)
     B = _as_matrix(_data(layer, "lora_B.weight.data", fn), "lora_B.weight", fn)  # (sum w, r)
     W0 = np.asarray(_data(layer, "base.weight.data", fn))  # (d_out, d_in)
@@ -194,36 +198,24 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
         raise ValueError(f"{fn}: base.weight must be 2-D (d_out, d_in), got shape {W0.shape}")
     d_out, d_in = W0.shape
     slices = getattr(layer, "slices", None)
-    if slices is None:
-        slices = [(0, d_out)]
-    slices = [(int(a), int(b)) for a, b in slices]
+    slices = [(0, d_out)] if slices is None else [(int(a), int(b)) for a, b in slices]
     g = len(slices)
     if A.shape != (g * r, d_in):
         raise ValueError(
             f"{fn}: lora_A.weight has shape {A.shape}, expected (g*r, d_in) = ({g}*{r}, {d_in}) "
             f"for {g} group(s), r={r} and base.weight {W0.shape}"
         )
-    widths = [b - a for a, b in slices]
     for a, b in slices:
         if not 0 <= a < b <= d_out:
             raise ValueError(f"{fn}: slice ({a}, {b}) is not inside the {d_out} output rows")
-    if B.shape != (sum(widths), r):
+    width = sum(b - a for a, b in slices)
+    if B.shape != (width, r):
         raise ValueError(
             f"{fn}: lora_B.weight has shape {B.shape}, expected (sum of slice widths, r) = "
-            f"({sum(widths)}, {r}) for slices {slices}"
+            f"({width}, {r}) for slices {slices}"
         )
-    return [(rows, A[a_rows], B[b_rows], scaling)               # A_i (r, d_in), B_i (w, r)
-            for _, a_rows, b_rows, rows in lora_groups(slices, r)]
-
-
-def _factors_and_layout(layer):
-    """(A (g*r, d_in), B (W, r) in one float dtype, scaling, slices), validated by lora_factors."""
-    groups = lora_factors(layer)
-    A = np.concatenate([A_i for _, A_i, _, _ in groups], axis=0)               # (g*r, d_in)
-    B = np.concatenate([B_i for _, _, B_i, _ in groups], axis=0)               # (W, r)
     dtype = np.result_type(A, B)
-    slices = [(rows.start, rows.stop) for rows, _, _, _ in groups]
-    return A.astype(dtype, copy=False), B.astype(dtype, copy=False), groups[0][3], slices
+    return A.astype(dtype, copy=False), B.astype(dtype, copy=False), scaling, r, slices, d_out
 
 
 def delta_weight(layer) -> np.ndarray:
@@ -234,8 +226,7 @@ def delta_weight(layer) -> np.ndarray:
     are zero. Adding it to W0 is the merge of LoRA §4.1 (W = W0 + ΔW).
     Raises: as :func:`lora_factors`.
     """
-    A, B, scaling, slices = _factors_and_layout(layer)
-    d_out = np.shape(layer.base.weight.data)[0]
+    A, B, scaling, _, slices, d_out = _layer_arrays(layer, "delta_weight")
     return lora_merge_delta(A, B, scaling, slices, d_out)       # (d_out, d_in)
 
 
@@ -248,9 +239,7 @@ def lora_svd(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns: ``(U (d_out, k), S (k,), Vh (k, d_in))`` with k = min(g*r, d_out, d_in), as
     :func:`lowrank_singular_values`. Raises: as :func:`lora_factors`.
     """
-    A, B, scaling, slices = _factors_and_layout(layer)
-    d_out = np.shape(layer.base.weight.data)[0]
-    r = B.shape[1]
+    A, B, scaling, r, slices, d_out = _layer_arrays(layer, "lora_svd")
     B_big = np.zeros((d_out, A.shape[0]), dtype=A.dtype)                     # (d_out, g*r)
     for _, a_rows, b_rows, rows in lora_groups(slices, r):
         B_big[rows, a_rows] = B[b_rows]                                       # (w, r)

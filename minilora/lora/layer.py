@@ -3,7 +3,7 @@
 LoRA (Hu et al. 2021, arXiv:2106.09685, §4.1, eq. 3) in the row layout of PyTorch and loralib:
 
     h = x @ W0.T + b + scaling * (dropout(x) @ A.T) @ B.T      A: (g*r, d_in), B: (W, r)
-    scaling = lora_alpha / r        (rsLoRA, Kalajdzievski 2023: lora_alpha / sqrt(r))
+    scaling = lora_alpha / r        (rsLoRA, Kalajdzievski 2023: lora_alpha / sqrt(r)): lora_scaling
 
 `LoRAFunction` calls `functional.lora_forward` / `functional.lora_backward`, the pass derived by
 hand in `lora/functional.py`; its inputs are the Tensors x, A, B (and b when the bias trains),
@@ -11,11 +11,14 @@ while W0 and a frozen bias are constants, so the engine never asks for dW0. `lor
 builds the same output from engine primitives (linear, matmul, getitem, concatenate): the oracle the
 tests compare against (fused == composed == finite differences, STYLE.md habit 2).
 
-`LoRALinear` replaces a `Linear`. Its parameter names are PEFT's: the frozen weight and bias keep
-their names (`...c_attn.weight`, `...c_attn.bias`) and the adapters are `...c_attn.lora_A.weight`
-(g*r, d_in) and `...c_attn.lora_B.weight` (W, r). With `enable_lora` (loralib's MergedLinear) only
-some equal output slices of a fused projection are adapted: for GPT-2's c_attn (width 3C),
-`enable_lora=[True, False, True]` adapts q and v, slices = [(0, C), (2C, 3C)], g = 2 groups.
+`LoRALinear` replaces a `Linear`. Its options are checked by `LoraConfig` (lora/config.py); what
+a LoRA variant changes (init, forward, ΔW, merge, adapter keys) is delegated to `self.variant`
+(lora/variant.py; plain LoRA by default, which calls `lora_linear` below). Its parameter names are
+PEFT's: the frozen weight and bias keep their names (`...c_attn.weight`, `...c_attn.bias`) and the
+adapters are `...c_attn.lora_A.weight` (g*r, d_in) and `...c_attn.lora_B.weight` (W, r). With
+`enable_lora` (loralib's MergedLinear) only some equal output slices of a fused projection are
+adapted: for GPT-2's c_attn (width 3C), `enable_lora=[True, False, True]` adapts q and v,
+slices = [(0, C), (2C, 3C)], g = 2 groups.
 
 Merging (LoRA §4.1): W <- W0 + ΔW, ΔW = scaling * B @ A (never a dropout mask). There is no pristine
 copy of W0: unmerge subtracts the same ΔW again, so a merge/unmerge round trip returns W0 up to
