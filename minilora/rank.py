@@ -13,7 +13,10 @@ Sources, cited again in each function's docstring:
   EUSIPCO, pp. 606-610.
 * Stable rank: Rudelson & Vershynin 2007.
 * Best rank-k approximation: Eckart & Young 1936, Mirsky 1960.
-* The random-subspace baseline E[φ(i, j)] = max(i, j)/d is derived in shared/docs/lora_formulas.md §9.
+* The random-subspace baseline E[φ(i, j)] = max(i, j)/d: derived in `random_subspace_baseline`.
+
+The layout of a grouped LoRA layer and ΔW = scaling·B·A come from `minilora.lora.functional`
+(`lora_groups`, `lora_merge_delta`), the functions the layer's forward pass and merge use.
 
 Shape letters: d_out, d_in (a weight is stored (d_out, d_in), as torch.nn.Linear), r (LoRA rank),
 g (number of LoRA groups in a fused layer such as c_attn), k (a truncation rank), i, j (numbers of
@@ -39,6 +42,8 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+
+from .lora.functional import lora_groups, lora_merge_delta
 
 __all__ = [
     "lora_factors",
@@ -173,7 +178,14 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
     Raises: TypeError if an attribute is missing or an array is not numeric; ValueError if the
     shapes do not fit together (the message names them) or a slice is outside 0..d_out.
     """
-    fn = "lora_factors"
+    A, B, scaling, r, slices, _ = _layer_arrays(layer, "lora_factors")
+    return [(rows, A[a_rows], B[b_rows], scaling)               # A_i (r, d_in), B_i (w, r)
+            for _, a_rows, b_rows, rows in lora_groups(slices, r)]
+
+
+def _layer_arrays(layer, fn: str):
+    """(A (g*r, d_in), B (W, r) in one float dtype, scaling, r, slices, d_out), checked as documented
+    in :func:`lora_factors`."""
     A = _as_matrix(_data(layer, "lora_A.weight.data", fn), "lora_A.weight", fn)  # (g*r, d_in)
     B = _as_matrix(_data(layer, "lora_B.weight.data", fn), "lora_B.weight", fn)  # (sum w, r)
     W0 = np.asarray(_data(layer, "base.weight.data", fn))  # (d_out, d_in)
@@ -186,32 +198,24 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
         raise ValueError(f"{fn}: base.weight must be 2-D (d_out, d_in), got shape {W0.shape}")
     d_out, d_in = W0.shape
     slices = getattr(layer, "slices", None)
-    if slices is None:
-        slices = [(0, d_out)]
-    slices = [(int(a), int(b)) for a, b in slices]
+    slices = [(0, d_out)] if slices is None else [(int(a), int(b)) for a, b in slices]
     g = len(slices)
     if A.shape != (g * r, d_in):
         raise ValueError(
             f"{fn}: lora_A.weight has shape {A.shape}, expected (g*r, d_in) = ({g}*{r}, {d_in}) "
             f"for {g} group(s), r={r} and base.weight {W0.shape}"
         )
-    widths = [b - a for a, b in slices]
     for a, b in slices:
         if not 0 <= a < b <= d_out:
             raise ValueError(f"{fn}: slice ({a}, {b}) is not inside the {d_out} output rows")
-    if B.shape != (sum(widths), r):
+    width = sum(b - a for a, b in slices)
+    if B.shape != (width, r):
         raise ValueError(
             f"{fn}: lora_B.weight has shape {B.shape}, expected (sum of slice widths, r) = "
-            f"({sum(widths)}, {r}) for slices {slices}"
+            f"({width}, {r}) for slices {slices}"
         )
-    out = []
-    offset = 0
-    for i, ((start, stop), w) in enumerate(zip(slices, widths)):
-        A_i = A[i * r:(i + 1) * r]          # (r, d_in)
-        B_i = B[offset:offset + w]          # (w, r)
-        out.append((slice(start, stop), A_i, B_i, scaling))
-        offset += w
-    return out
+    dtype = np.result_type(A, B)
+    return A.astype(dtype, copy=False), B.astype(dtype, copy=False), scaling, r, slices, d_out
 
 
 def delta_weight(layer) -> np.ndarray:
@@ -222,12 +226,8 @@ def delta_weight(layer) -> np.ndarray:
     are zero. Adding it to W0 is the merge of LoRA §4.1 (W = W0 + ΔW).
     Raises: as :func:`lora_factors`.
     """
-    groups = lora_factors(layer)
-    d_out, d_in = np.shape(layer.base.weight.data)
-    dW = np.zeros((d_out, d_in), dtype=groups[0][1].dtype)      # (d_out, d_in)
-    for rows, A_i, B_i, s in groups:
-        dW[rows] += (s * B_i) @ A_i                               # (w, r) @ (r, d_in)
-    return dW
+    A, B, scaling, _, slices, d_out = _layer_arrays(layer, "delta_weight")
+    return lora_merge_delta(A, B, scaling, slices, d_out)       # (d_out, d_in)
 
 
 def lora_svd(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -239,14 +239,11 @@ def lora_svd(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns: ``(U (d_out, k), S (k,), Vh (k, d_in))`` with k = min(g*r, d_out, d_in), as
     :func:`lowrank_singular_values`. Raises: as :func:`lora_factors`.
     """
-    groups = lora_factors(layer)
-    d_out = np.shape(layer.base.weight.data)[0]
-    r = groups[0][1].shape[0]
-    A = np.concatenate([A_i for _, A_i, _, _ in groups], axis=0)              # (g*r, d_in)
-    B_big = np.zeros((d_out, len(groups) * r), dtype=A.dtype)                 # (d_out, g*r)
-    for i, (rows, _, B_i, _) in enumerate(groups):
-        B_big[rows, i * r:(i + 1) * r] = B_i
-    return lowrank_singular_values(B_big, A, scaling=groups[0][3])
+    A, B, scaling, r, slices, d_out = _layer_arrays(layer, "lora_svd")
+    B_big = np.zeros((d_out, A.shape[0]), dtype=A.dtype)                     # (d_out, g*r)
+    for _, a_rows, b_rows, rows in lora_groups(slices, r):
+        B_big[rows, a_rows] = B[b_rows]                                       # (w, r)
+    return lowrank_singular_values(B_big, A, scaling=scaling)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,7 +337,8 @@ def energy_rank(s, threshold=0.9) -> int:
     Returns: int in 1..n (0 for an all-zero spectrum). Non-decreasing in ``threshold``; with
     threshold 1 it is the number of non-zero singular values.
     Raises: TypeError (non-numeric); ValueError (threshold outside (0, 1], bad s).
-    Source: a convenience measure (shared/docs/lora_formulas.md §9), "energy" as in PCA.
+    Source: a convenience measure, the "explained variance" cut-off of PCA (Jolliffe 2002, §6.1.1)
+    applied to singular values; not from the LoRA paper.
     """
     fn = "energy_rank"
     s = _spectrum(s, fn)
@@ -505,8 +503,11 @@ def random_subspace_baseline(i, j, d) -> float:
     """Expected φ between independent uniformly random i- and j-dim subspaces of R^d: max(i, j)/d.
 
     Derivation: E||U1^T U2||_F² = i·j/d for Haar-random orthonormal U1 (d, i), U2 (d, j); dividing
-    by min(i, j) gives max(i, j)/d (shared/docs/lora_formulas.md §9, derived and checked). Compare
-    φ from LoRA §7.2 against it: with d = r, φ(·, r) = 1 trivially.
+    by min(i, j) gives max(i, j)/d. Why i·j/d: fix U1; by rotation invariance each column u of U2
+    is a uniformly random unit vector, and E[(u1ᵀu)²] = 1/d for any fixed unit u1 (the d squared
+    coordinates of u have equal means summing to 1); ||U1ᵀU2||_F² sums i·j such terms. Checked by
+    Monte Carlo in `random_subspace_similarity` and the tests (also in docs/formulas.md). Compare
+    φ from LoRA §7.2 (eq. 4) against it: with d = r, φ(·, r) = 1 trivially.
     Args: ``d`` int >= 1; ``i``, ``j`` ints in 1..d. Returns: float in (0, 1].
     Raises: TypeError (non-integers); ValueError (out of range).
     """

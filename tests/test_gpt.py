@@ -105,7 +105,7 @@ def _adam(params, lr):
 
         def step(self):
             self.t += 1
-            for p, m, v in zip(params, self.m, self.v):
+            for p, m, v in zip(params, self.m, self.v, strict=True):
                 m[:] = 0.9 * m + 0.1 * p.grad
                 v[:] = 0.999 * v + 0.001 * p.grad ** 2
                 mh, vh = m / (1 - 0.9 ** self.t), v / (1 - 0.999 ** self.t)
@@ -189,7 +189,7 @@ def test_float32_matches_float64():
     l32.backward()
     l64.backward()
     assert abs(l32.item() - l64.item()) < 1e-5
-    for p32, p64 in zip(m32.parameters(), m64.parameters()):
+    for p32, p64 in zip(m32.parameters(), m64.parameters(), strict=True):
         np.testing.assert_allclose(p32.grad, p64.grad, rtol=1e-3, atol=1e-5)
 
 
@@ -254,6 +254,63 @@ def test_generate_bad_arguments(kw):
     args.update(kw)
     with pytest.raises(ValueError):
         make().generate(tokens((1, 2)), **args)
+
+
+# a bad argument of each kind: wrong type (float, bool, str, None where not allowed), out of range,
+# non-finite; each must be refused at the call, with a message naming the argument
+_BAD_GENERATE = st.one_of(
+    st.tuples(st.just("max_new_tokens"), st.one_of(st.floats(allow_nan=True), st.booleans(), st.just("3"),
+                                                   st.none(), st.integers(max_value=-1))),
+    st.tuples(st.just("temperature"), st.one_of(st.just(math.nan), st.just(math.inf), st.just(-math.inf),
+                                                st.floats(max_value=-1e-12), st.booleans(), st.just("1"),
+                                                st.none(), st.just(1 + 0j))),
+    st.tuples(st.just("top_k"), st.one_of(st.floats(allow_nan=True), st.booleans(), st.just("2"),
+                                          st.integers(max_value=0))),
+    st.tuples(st.just("seed"), st.one_of(st.floats(), st.just("7"), st.booleans(), st.integers(max_value=-1))),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(bad=_BAD_GENERATE)
+def test_generate_refuses_bad_arguments_at_the_call(bad):
+    name, value = bad
+    args = dict(max_new_tokens=2)
+    args[name] = value
+    m = _SMALL
+    with pytest.raises((TypeError, ValueError), match=f"generate: {name} must be") as e:
+        m.generate(tokens((1, 2)), **args)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        assert e.type is TypeError
+    assert m.training                                   # refused before anything ran
+
+
+def test_generate_examples_of_the_issue():
+    m = _SMALL
+    with pytest.raises(TypeError, match=r"top_k must be None or an int >= 1, got float 2.5"):
+        m.generate(tokens((1, 2)), 2, top_k=2.5)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0 \(0 = greedy\), got nan"):
+        m.generate(tokens((1, 2)), 2, temperature=float("nan"))
+    with pytest.raises(TypeError, match=r"max_new_tokens must be an int >= 0, got float 2.5"):
+        m.generate(tokens((1, 2)), 2.5)
+    # the accepted kinds still work: numpy ints, a Generator, top_k above the vocabulary
+    out = m.generate(tokens((1, 2)), np.int64(3), temperature=np.float32(0.5), top_k=np.int32(1000),
+                     seed=np.random.default_rng(0))
+    assert out.shape == (1, 5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int64, np.longdouble, "float16", "foo", None, bool, object,
+                                   np.complex128, np.dtype(">f8")])
+def test_astype_refuses_dtypes_the_engine_does_not_compute_in(dtype):
+    m = make()
+    before = {n: p.data.copy() for n, p in m.named_parameters()}
+    with pytest.raises(TypeError, match=r"GPT.astype: dtype must be np.float32 or np.float64, got"):
+        m.astype(dtype)
+    for n, p in m.named_parameters():                  # nothing was cast
+        assert p.dtype == np.float32 and np.array_equal(p.data, before[n])
+    assert m.astype("float64").dtype == np.float64 and m.astype(np.float32).dtype == np.float32
+
+
+_SMALL = make()
 
 
 # ------------------------------------------------------------------ bad inputs

@@ -336,3 +336,19 @@ def test_float64_model():
 def test_repr_mentions_structure():
     r = repr(tiny())
     assert "Linear(in_features=16, out_features=48, bias=True)" in r and "(ln_f)" in r
+
+
+def test_get_parameter_by_dotted_name():
+    m = tiny()
+    assert m.get_parameter("transformer.h.0.attn.c_attn.weight") is m.transformer.h[0].attn.c_attn.weight
+    with pytest.raises(KeyError, match="no parameter 'transformer.h.0.attn.c_attn.gain'"):
+        m.get_parameter("transformer.h.0.attn.c_attn.gain")
+    with pytest.raises(KeyError, match="no child 'nope'"):
+        m.get_parameter("nope.weight")
+
+
+def test_one_generator_helper_shares_a_given_generator():
+    from minilora.nn.layers import as_generator
+    g = np.random.default_rng(0)
+    assert as_generator(g) is g and Dropout(0.1, rng=g).rng is g
+    assert as_generator(3).random() == np.random.default_rng(3).random()

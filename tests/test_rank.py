@@ -1,6 +1,6 @@
 """Tests for minilora.rank (SVD rank analysis) and minilora.plots (figures).
 
-Properties from shared/docs/lora_formulas.md §9 and LoRA §7 (Hu et al. 2021): φ in [0, 1], φ = 1
+Properties from LoRA §7 and Appendix G (Hu et al. 2021, arXiv:2106.09685) and docs/formulas.md: φ in [0, 1], φ = 1
 for equal spans, 0 for orthogonal spans, random baseline max(i, j)/d; factor-based SVD == dense SVD;
 effective / stable / energy rank bounds; Eckart-Young; amplification factor ordering.
 """
@@ -304,7 +304,8 @@ def test_amplification_top_vs_bottom_directions(seed):
 
 
 def test_amplification_table7_ordering_for_a_random_lowrank_update():
-    # E5 in paper_numbers.md: random < ΔW's own subspace < W's top subspace, here by construction
+    # LoRA §7.3, Table 7: ||Uᵀ W Vᵀ||_F is smallest for a random subspace, then ΔW's own, then W's top
+    # directions; here the ordering holds by construction
     rng = np.random.default_rng(7)
     W = rng.standard_normal((32, 32))
     U, s, Vh = np.linalg.svd(W)

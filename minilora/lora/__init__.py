@@ -1,9 +1,19 @@
-"""LoRA: the hand-derived pass (functional), the layer (layer), and whole-model tooling (model)."""
-from .functional import lora_backward, lora_forward, lora_forward_reference, lora_merge_delta
+"""LoRA: the hand-derived pass (functional), the layer (layer), the options (config), the variant hook
+and init registry (variant), whole-model tooling (model) and adapter files (adapter_io)."""
+from .adapter_io import load_adapter, read_adapter, save_adapter
+from .config import LoraConfig
+from .functional import (
+    lora_backward,
+    lora_forward,
+    lora_forward_reference,
+    lora_groups,
+    lora_merge_delta,
+    lora_scaling,
+)
 from .layer import LoRAFactor, LoRAFunction, LoRALinear, lora_linear, lora_linear_composed
 from .model import (
-    LoraConfig,
     LoraModel,
+    adapter_parameters,
     base_state_dict,
     find_target_modules,
     get_peft_model,
@@ -12,8 +22,11 @@ from .model import (
     lora_state_dict,
     mark_only_lora_as_trainable,
 )
+from .variant import LORA_INITS, VARIANTS, LoraVariant, get_init, get_variant
 
-__all__ = ["lora_forward", "lora_backward", "lora_forward_reference", "lora_merge_delta",
-           "LoRAFunction", "LoRAFactor", "LoRALinear", "lora_linear", "lora_linear_composed",
+__all__ = ["lora_forward", "lora_backward", "lora_forward_reference", "lora_merge_delta", "lora_scaling",
+           "lora_groups", "LoRAFunction", "LoRAFactor", "LoRALinear", "lora_linear", "lora_linear_composed",
            "LoraConfig", "LoraModel", "get_peft_model", "inject_lora", "find_target_modules",
-           "mark_only_lora_as_trainable", "lora_state_dict", "base_state_dict", "load_lora_model"]
+           "mark_only_lora_as_trainable", "adapter_parameters", "lora_state_dict", "base_state_dict",
+           "load_lora_model", "save_adapter", "read_adapter", "load_adapter",
+           "LoraVariant", "VARIANTS", "LORA_INITS", "get_variant", "get_init"]

@@ -18,8 +18,8 @@ Shape letters
     d_in   input features;  d_out  output features
     r      rank of each group;  g  number of groups (1, or len(slices) <= 3 for a fused c_attn)
     w_i    width of output slice i (stop_i - start_i); W = Σ w_i = rows of B
-    s      the scaling: lora_alpha / r (LoRA, loralib) or lora_alpha / sqrt(r) (rsLoRA);
-           the caller computes it, these functions only multiply by it.
+    s      the scaling: lora_alpha / r (LoRA, loralib) or lora_alpha / sqrt(r) (rsLoRA), computed
+           by `lora_scaling` (the one place that rule is written); the pass only multiplies by it.
 
 Forward
 -------
@@ -91,12 +91,16 @@ Conventions
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Real
 
 import numpy as np
 
 __all__ = [
+    "lora_scaling",
+    "lora_groups",
     "LoraCache",
     "lora_forward",
     "lora_backward",
@@ -133,6 +137,37 @@ class LoraCache:
         return self.B.shape[1]
 
 
+# --------------------------------------------------------------------------- the two rules every LoRA tool shares
+
+def lora_scaling(lora_alpha: float, r: int, use_rslora: bool = False) -> float:
+    """The factor s of the LoRA branch: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
+
+    LoRA (Hu et al. 2021, §4.1): "we then scale ΔW x by α/r", so that changing r needs little
+    retuning of α. rsLoRA (Kalajdzievski 2023, arXiv:2312.03732, Theorem 3.2): α/√r keeps the
+    update's magnitude stable as r grows. Returns a Python float. The arguments are checked by
+    `LoraConfig` (r int >= 1, lora_alpha finite > 0); here they are only used.
+    """
+    return float(lora_alpha) / (math.sqrt(r) if use_rslora else r)
+
+
+def lora_groups(slices: Sequence[tuple[int, int]] | None, r: int,
+                d_out: int | None = None) -> Iterator[tuple[int, slice, slice, slice]]:
+    """The layout of a grouped (fused) LoRA: yield (i, A rows, B rows, output rows) per group.
+
+    Group i uses A[i*r:(i+1)*r] (r, d_in) and B[off_i:off_i+w_i] (w_i, r), off_i the sum of the
+    earlier widths w = stop - start, and writes output rows start_i:stop_i (loralib's MergedLinear;
+    on GPT-2's c_attn with enable_lora [True, False, True] the groups are q and v). slices None
+    means one group over all d_out rows (d_out then required). The items are `slice` objects.
+    """
+    if slices is None:
+        slices = ((0, d_out),)
+    off = 0
+    for i, (s0, s1) in enumerate(slices):
+        w = s1 - s0
+        yield i, slice(i * r, (i + 1) * r), slice(off, off + w), slice(s0, s1)
+        off += w
+
+
 # --------------------------------------------------------------------------- validation helpers
 
 def _common_float_dtype(op: str, **arrays: np.ndarray | None) -> np.dtype:
@@ -164,7 +199,7 @@ def _check_slices(op: str, slices, d_out: int) -> tuple[tuple[int, int], ...] | 
                 f"{op}: slices entry ({s0}, {s1}) is not a non-empty range inside [0, d_out={d_out}) "
                 f"(W0 has shape (d_out, d_in) with d_out={d_out})")
     ordered = sorted(pairs)
-    for (a0, a1), (b0, b1) in zip(ordered, ordered[1:]):
+    for (a0, a1), (b0, b1) in zip(ordered, ordered[1:], strict=False):
         if b0 < a1:
             raise ValueError(f"{op}: slices ({a0}, {a1}) and ({b0}, {b1}) overlap")
     return pairs
@@ -215,18 +250,11 @@ def _validate(x, W0, b, A, B, scaling, dropout_mask, keep_prob, slices, op="lora
     return x, W0, b, A, B, float(scaling), mask, float(keep_prob), slices, dtype
 
 
-def _groups(slices, r):
-    """Yield (i, a_rows, b_rows, out_cols) slice objects for each group."""
-    off = 0
-    for i, (s0, s1) in enumerate(slices):
-        w = s1 - s0
-        yield i, slice(i * r, (i + 1) * r), slice(off, off + w), slice(s0, s1)
-        off += w
-
-
 # --------------------------------------------------------------------------- the pass
 
-def lora_forward(x, W0, b, A, B, scaling, dropout_mask=None, keep_prob=1.0, slices=None):
+def lora_forward(x: np.ndarray, W0: np.ndarray, b: np.ndarray | None, A: np.ndarray, B: np.ndarray,
+                 scaling: float, dropout_mask: np.ndarray | None = None, keep_prob: float = 1.0,
+                 slices: Sequence[tuple[int, int]] | None = None) -> tuple[np.ndarray, LoraCache]:
     """y = x @ W0.T + b + scaling * (x̃ @ A_i.T) @ B_i.T on each output slice; returns (y, cache).
 
     x (..., d_in); W0 (d_out, d_in), frozen; b (d_out,) or None; A (g*r, d_in); B (W, r);
@@ -256,7 +284,7 @@ def lora_forward(x, W0, b, A, B, scaling, dropout_mask=None, keep_prob=1.0, slic
     if slices is None:
         y2 += us @ B.T                                         # (N, d_out)
     else:
-        for _, ar, br, oc in _groups(slices, r):
+        for _, ar, br, oc in lora_groups(slices, r):
             y2[:, oc] += us[:, ar] @ B[br].T                   # (N, w_i)
 
     cache = LoraCache(x_tilde=xt, mask=m2, u=u, W0=W0, A=A, B=B, scaling=s, keep_prob=keep_prob,
@@ -264,7 +292,8 @@ def lora_forward(x, W0, b, A, B, scaling, dropout_mask=None, keep_prob=1.0, slic
     return y2.reshape(*lead_shape, d_out), cache
 
 
-def lora_backward(grad_out, cache: LoraCache, need_dx=True, need_db=False):
+def lora_backward(grad_out: np.ndarray, cache: LoraCache, need_dx: bool = True,
+                  need_db: bool = False) -> dict[str, np.ndarray | None]:
     """Gradients of the LoRA pass; returns dict(dx, dA, dB, db) (dx/db None when not asked for).
 
     With G = grad_out reshaped to (N, d_out), G_i = G[:, start_i:stop_i], U_i and X̃ from the cache:
@@ -303,7 +332,7 @@ def lora_backward(grad_out, cache: LoraCache, need_dx=True, need_db=False):
         N = G2.shape[0]
         gu = np.empty((N, c.A.shape[0]), dtype=G2.dtype)       # (N, g*r)
         dB = np.empty_like(c.B)                                # (W, r)
-        for _, ar, br, oc in _groups(c.slices, r):
+        for _, ar, br, oc in lora_groups(c.slices, r):
             Gi = G2[:, oc]                                     # (N, w_i)
             gu[:, ar] = Gi @ c.B[br]                           # (N, r)
             dB[br] = Gi.T @ c.u[:, ar]                         # (w_i, r)
@@ -327,7 +356,8 @@ def lora_backward(grad_out, cache: LoraCache, need_dx=True, need_db=False):
 
 # --------------------------------------------------------------------------- dense reference
 
-def lora_merge_delta(A, B, scaling, slices=None, d_out=None):
+def lora_merge_delta(A: np.ndarray, B: np.ndarray, scaling: float, slices: Sequence[tuple[int, int]] | None = None,
+                     d_out: int | None = None) -> np.ndarray:
     """ΔW = scaling * B_i @ A_i placed on the rows of each slice, zero elsewhere: (d_out, d_in).
 
     With slices None this is scaling * B @ A and d_out defaults to B's rows. With slices, d_out
@@ -353,13 +383,15 @@ def lora_merge_delta(A, B, scaling, slices=None, d_out=None):
         raise ValueError(f"{op}: B has shape {B.shape} and A {A.shape}, expected B ({width}, r) and "
                          f"A ({len(slices)}*r, d_in) for slices {list(slices)}")
     dW = np.zeros((int(d_out), A.shape[1]), dtype=dtype)       # (d_out, d_in)
-    for _, ar, br, oc in _groups(slices, r):
+    for _, ar, br, oc in lora_groups(slices, r):
         dW[oc] = B[br] @ A[ar]                                 # (w_i, d_in)
     dW *= float(scaling)
     return dW
 
 
-def lora_forward_reference(x, W0, b, A, B, scaling, dropout_mask=None, keep_prob=1.0, slices=None):
+def lora_forward_reference(x: np.ndarray, W0: np.ndarray, b: np.ndarray | None, A: np.ndarray, B: np.ndarray,
+                           scaling: float, dropout_mask: np.ndarray | None = None, keep_prob: float = 1.0,
+                           slices: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """The same y as `lora_forward`, the slow obvious way: y = x W0ᵀ + b + x̃ ΔWᵀ with ΔW dense.
 
     Costs 2·d_in·d_out extra FLOPs per row instead of 2·r·(d_in + d_out): for tests and lessons.

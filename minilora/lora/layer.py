@@ -3,7 +3,7 @@
 LoRA (Hu et al. 2021, arXiv:2106.09685, §4.1, eq. 3) in the row layout of PyTorch and loralib:
 
     h = x @ W0.T + b + scaling * (dropout(x) @ A.T) @ B.T      A: (g*r, d_in), B: (W, r)
-    scaling = lora_alpha / r        (rsLoRA, Kalajdzievski 2023: lora_alpha / sqrt(r))
+    scaling = lora_alpha / r        (rsLoRA, Kalajdzievski 2023: lora_alpha / sqrt(r)): lora_scaling
 
 `LoRAFunction` calls `functional.lora_forward` / `functional.lora_backward`, the pass derived by
 hand in `lora/functional.py`; its inputs are the Tensors x, A, B (and b when the bias trains),
@@ -11,11 +11,14 @@ while W0 and a frozen bias are constants, so the engine never asks for dW0. `lor
 builds the same output from engine primitives (linear, matmul, getitem, concatenate): the oracle the
 tests compare against (fused == composed == finite differences, STYLE.md habit 2).
 
-`LoRALinear` replaces a `Linear`. Its parameter names are PEFT's: the frozen weight and bias keep
-their names (`...c_attn.weight`, `...c_attn.bias`) and the adapters are `...c_attn.lora_A.weight`
-(g*r, d_in) and `...c_attn.lora_B.weight` (W, r). With `enable_lora` (loralib's MergedLinear) only
-some equal output slices of a fused projection are adapted: for GPT-2's c_attn (width 3C),
-`enable_lora=[True, False, True]` adapts q and v, slices = [(0, C), (2C, 3C)], g = 2 groups.
+`LoRALinear` replaces a `Linear`. Its options are checked by `LoraConfig` (lora/config.py); what
+a LoRA variant changes (init, forward, ΔW, merge, adapter keys) is delegated to `self.variant`
+(lora/variant.py; plain LoRA by default, which calls `lora_linear` below). Its parameter names are
+PEFT's: the frozen weight and bias keep their names (`...c_attn.weight`, `...c_attn.bias`) and the
+adapters are `...c_attn.lora_A.weight` (g*r, d_in) and `...c_attn.lora_B.weight` (W, r). With
+`enable_lora` (loralib's MergedLinear) only some equal output slices of a fused projection are
+adapted: for GPT-2's c_attn (width 3C), `enable_lora=[True, False, True]` adapts q and v,
+slices = [(0, C), (2C, 3C)], g = 2 groups.
 
 Merging (LoRA §4.1): W <- W0 + ΔW, ΔW = scaling * B @ A (never a dropout mask). There is no pristine
 copy of W0: unmerge subtracts the same ΔW again, so a merge/unmerge round trip returns W0 up to
@@ -26,18 +29,18 @@ Shape letters: N rows (all leading dims of x), d_in, d_out, r rank, g groups, W 
 """
 from __future__ import annotations
 
-import math
 import warnings
-from numbers import Integral, Real
+from collections.abc import Sequence
 
 import numpy as np
 
 from .. import ops
 from ..function import Function
-from ..nn.layers import Linear
+from ..nn.layers import Linear, as_generator
 from ..nn.module import Module, Parameter
 from ..tensor import Tensor, is_grad_enabled
 from . import functional
+from .config import LoraConfig
 
 __all__ = ["LoRAFunction", "lora_linear", "lora_linear_composed", "LoRAFactor", "LoRALinear"]
 
@@ -53,8 +56,10 @@ class LoRAFunction(Function):
     """
 
     @staticmethod
-    def forward(ctx, x, A, B, b=None, W0=None, frozen_bias=None, scaling=1.0, mask=None, keep_prob=1.0,
-                slices=None):
+    def forward(ctx, x: np.ndarray, A: np.ndarray, B: np.ndarray, b: np.ndarray | None = None,
+                W0: np.ndarray | None = None, frozen_bias: np.ndarray | None = None, scaling: float = 1.0,
+                mask: np.ndarray | None = None, keep_prob: float = 1.0,
+                slices: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
         if b is not None and frozen_bias is not None:
             raise ValueError("LoRAFunction: give the bias either as a trainable input b or as the "
                              "constant frozen_bias, not both")
@@ -65,7 +70,7 @@ class LoRAFunction(Function):
         return y
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g: np.ndarray) -> tuple[np.ndarray | None, ...]:
         (cache,) = ctx.saved
         need = ctx.needs_input_grad
         need_db = ctx.trainable_bias and need[3]
@@ -78,7 +83,9 @@ def _arr(t):
     return t.data if isinstance(t, Tensor) else (None if t is None else np.asarray(t))
 
 
-def lora_linear(x, W0, b, A, B, scaling, mask=None, keep_prob=1.0, slices=None):
+def lora_linear(x: Tensor, W0: np.ndarray | Tensor, b: Tensor | np.ndarray | None, A: Tensor, B: Tensor,
+                scaling: float, mask: np.ndarray | None = None, keep_prob: float = 1.0,
+                slices: Sequence[tuple[int, int]] | None = None) -> Tensor:
     """y = x W0ᵀ + b + scaling · (x̃ A_iᵀ) B_iᵀ per slice, through `LoRAFunction` (hand-derived backward).
 
     W0 is a constant (an array, or a Tensor that must not require grad). b is a trainable input when
@@ -96,7 +103,9 @@ def lora_linear(x, W0, b, A, B, scaling, mask=None, keep_prob=1.0, slices=None):
     return LoRAFunction.apply(x, A, B, frozen_bias=_arr(b), **consts)
 
 
-def lora_linear_composed(x, W0, b, A, B, scaling, mask=None, keep_prob=1.0, slices=None):
+def lora_linear_composed(x: Tensor | np.ndarray, W0: np.ndarray | Tensor, b: Tensor | np.ndarray | None,
+                         A: Tensor, B: Tensor, scaling: float, mask: np.ndarray | None = None,
+                         keep_prob: float = 1.0, slices: Sequence[tuple[int, int]] | None = None) -> Tensor:
     """The same output as `lora_linear`, built from engine ops (linear, mul, matmul, concatenate).
 
     The test oracle: its gradients come from the ops' own backward formulas, not from the LoRA
@@ -134,16 +143,12 @@ def lora_linear_composed(x, W0, b, A, B, scaling, mask=None, keep_prob=1.0, slic
 class LoRAFactor(Module):
     """A holder for one LoRA factor, so its parameter is named `lora_A.weight` / `lora_B.weight`."""
 
-    def __init__(self, data):
+    def __init__(self, data: np.ndarray):
         super().__init__()
         self.weight = Parameter(data)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"shape={self.weight.shape}"
-
-
-def _rng(rng):
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
 class LoRALinear(Module):
@@ -153,58 +158,65 @@ class LoRALinear(Module):
         base: the `Linear` to adapt. Its weight and bias Parameters are taken over (same objects,
             same names `weight`/`bias`) and frozen (requires_grad=False); the bias can be unfrozen
             later (`mark_only_lora_as_trainable(bias=...)`), the weight never is.
-        r: rank >= 1. r > min(d_in, d_out) is allowed here (an over-parametrised update, used by the
+        r, lora_alpha, lora_dropout, use_rslora, init_lora_weights, enable_lora, variant: as in
+            `LoraConfig`, which checks them (one place for every check; the message names the
+            field). r > min(d_in, d_out) is allowed here (an over-parametrised update, used by the
             scaling tests); `inject_lora` refuses it for a model, naming the module.
-        lora_alpha: > 0. scaling = lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
-        lora_dropout: p in [0, 1), dropout on the LoRA branch input only, in training mode only,
-            masks drawn from `rng` (the model's generator when injected by `inject_lora`).
-        init_lora_weights: True: A ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) (loralib's kaiming_uniform(a=√5)),
-            B = 0. "gaussian": A ~ N(0, σ²) with σ = 1/r (PEFT's "gaussian"), B = 0. False: A and B
-            both random (A as for True, B ~ U(-1/sqrt(r), 1/sqrt(r))), so ΔW != 0: for tests only.
-        enable_lora: None (one group over all d_out rows) or a list of k bools, d_out divisible by k:
+            lora_dropout acts on the LoRA branch input only, in training mode only, masks drawn
+            from `rng`. init_lora_weights: True: A ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) (loralib's
+            kaiming_uniform(a=√5)), B = 0; "gaussian": A ~ N(0, 1/r²), B = 0; False: both random
+            (ΔW != 0, for tests); the functions are registered in `variant.LORA_INITS`.
+            enable_lora: None (one group over all d_out rows) or k bools, d_out divisible by k:
             the output is cut into k equal slices and only the True ones are adapted (loralib's
             MergedLinear; [True, False, True] on c_attn adapts q and v).
         rng: np.random.Generator or seed, for the initialisation and the dropout masks.
+    `LoRALinear.from_config(base, config, rng)` takes the same options as a LoraConfig.
     Attributes:
         weight, bias: the frozen base parameters. lora_A.weight (g*r, d_in), lora_B.weight (W, r).
         r, lora_alpha, use_rslora, scaling, lora_dropout, slices (list of (start, stop) or None),
-        merged (bool), adapter_enabled (bool), base (a Linear view of weight/bias, for rank.py).
+        merged (bool), adapter_enabled (bool), base (a Linear view of weight/bias, for rank.py),
+        variant (the `LoraVariant` class doing init/forward/ΔW/merge), lora_config (the LoraConfig).
     Raises:
-        TypeError: base is not a Linear. ValueError: bad r, lora_alpha, lora_dropout,
-        init_lora_weights or enable_lora.
+        TypeError: base is not a Linear. ValueError: a bad option (from LoraConfig, prefixed
+        "LoRALinear: "), or enable_lora that does not divide d_out.
     """
 
-    def __init__(self, base, r, lora_alpha, lora_dropout=0.0, use_rslora=False, init_lora_weights=True,
-                 enable_lora=None, rng=None):
+    def __init__(self, base: Linear, r: int, lora_alpha: float, lora_dropout: float = 0.0,
+                 use_rslora: bool = False, init_lora_weights: bool | str = True,
+                 enable_lora: list[bool] | None = None, rng: np.random.Generator | int | None = None,
+                 variant: str = "lora"):
+        try:
+            config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, use_rslora=use_rslora,
+                                init_lora_weights=init_lora_weights, enable_lora=enable_lora, variant=variant)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"LoRALinear: {e}") from None
+        self._setup(base, config, rng)
+
+    @classmethod
+    def from_config(cls, base: Linear, config: LoraConfig,
+                    rng: np.random.Generator | int | None = None) -> LoRALinear:
+        """A LoRALinear adapting `base` with the options of `config` (its target_modules are not used)."""
+        if not isinstance(config, LoraConfig):
+            raise TypeError(f"LoRALinear.from_config: config must be a LoraConfig, got {type(config).__name__}")
+        layer = cls.__new__(cls)
+        layer._setup(base, config, rng)
+        return layer
+
+    def _setup(self, base: Linear, config: LoraConfig, rng) -> None:
+        from .variant import get_variant  # variant.py imports this module
+
         super().__init__()
         if not isinstance(base, Linear):
             raise TypeError(f"LoRALinear: base must be a minilora.nn.Linear, got {type(base).__name__}")
         d_out, d_in = base.weight.shape
-        if enable_lora is None:
-            slices = None
-            widths = [d_out]
-        else:
-            enable_lora = [bool(e) for e in enable_lora]
-            k = len(enable_lora)
-            if k == 0 or not any(enable_lora):
-                raise ValueError(f"LoRALinear: enable_lora must contain at least one True, got {enable_lora}")
+        slices = None
+        if config.enable_lora is not None:
+            k = len(config.enable_lora)
             if d_out % k:
                 raise ValueError(f"LoRALinear: enable_lora has {k} entries but d_out = {d_out} is not "
                                  f"divisible by {k} (the output is cut into {k} equal slices)")
             w = d_out // k
-            slices = [(i * w, (i + 1) * w) for i, e in enumerate(enable_lora) if e]
-            widths = [w] * len(slices)
-        if not isinstance(r, Integral) or isinstance(r, bool) or r < 1:
-            raise ValueError(f"LoRALinear: r must be an int >= 1, got {r!r}")
-        r = int(r)
-        if not isinstance(lora_alpha, Real) or isinstance(lora_alpha, bool) or not lora_alpha > 0:
-            raise ValueError(f"LoRALinear: lora_alpha must be a number > 0, got {lora_alpha!r}")
-        if not 0.0 <= float(lora_dropout) < 1.0:
-            raise ValueError(f"LoRALinear: lora_dropout must be in [0, 1), got {lora_dropout!r}")
-        if init_lora_weights not in (True, False, "gaussian") or (
-                isinstance(init_lora_weights, (int, float)) and not isinstance(init_lora_weights, bool)):
-            raise ValueError(f"LoRALinear: init_lora_weights must be True, False or 'gaussian', "
-                             f"got {init_lora_weights!r}")
+            slices = [(i * w, (i + 1) * w) for i, e in enumerate(config.enable_lora) if e]
 
         self.in_features, self.out_features = d_in, d_out
         self.weight = base.weight
@@ -212,79 +224,69 @@ class LoRALinear(Module):
         self.bias = base.bias
         if self.bias is not None:
             self.bias.requires_grad = False
-        self.r, self.lora_alpha, self.use_rslora = r, float(lora_alpha), bool(use_rslora)
-        self.scaling = self.lora_alpha / (math.sqrt(r) if use_rslora else r)
-        self.lora_dropout = float(lora_dropout)
+        self.lora_config = config
+        self.r, self.lora_alpha, self.use_rslora = config.r, float(config.lora_alpha), config.use_rslora
+        self.scaling = config.scaling
+        self.lora_dropout = float(config.lora_dropout)
         self.slices = slices
-        self.rng = _rng(rng)
+        self.rng = as_generator(rng)
         self.merged = False
         self.adapter_enabled = True
-
-        dtype = self.weight.dtype
-        g, W = (1 if slices is None else len(slices)), sum(widths)
-        bound = 1.0 / math.sqrt(d_in)
-        if init_lora_weights == "gaussian":
-            A = self.rng.normal(0.0, 1.0 / r, (g * r, d_in))                  # (g*r, d_in)
-        else:
-            A = self.rng.uniform(-bound, bound, (g * r, d_in))                # (g*r, d_in)
-        if init_lora_weights is False:
-            B = self.rng.uniform(-1 / math.sqrt(r), 1 / math.sqrt(r), (W, r))  # (W, r)
-        else:
-            B = np.zeros((W, r))                                               # (W, r)
-        self.lora_A = LoRAFactor(A.astype(dtype))
-        self.lora_B = LoRAFactor(B.astype(dtype))
+        self.variant = get_variant(config.variant)
+        self.variant.init(self, config.init_lora_weights)
 
     # ---- views --------------------------------------------------------------------------------
     @property
-    def base(self):
+    def base(self) -> Linear:
         """A plain `Linear` sharing this layer's weight and bias Parameters (for rank.py, unloading)."""
-        lin = Linear.__new__(Linear)
-        Module.__init__(lin)
-        lin.in_features, lin.out_features = self.in_features, self.out_features
-        lin.weight = self.weight
-        lin.bias = self.bias
-        return lin
+        return Linear.from_parameters(self.weight, self.bias)
 
-    def delta_weight(self):
-        """ΔW = scaling * B_i @ A_i placed on each slice's rows, zeros elsewhere: ndarray (d_out, d_in)."""
-        return functional.lora_merge_delta(self.lora_A.weight.data, self.lora_B.weight.data, self.scaling,
-                                           self.slices, self.out_features)
+    def delta_weight(self) -> np.ndarray:
+        """ΔW of the variant (plain LoRA: scaling * B_i @ A_i on each slice's rows): ndarray (d_out, d_in)."""
+        return self.variant.delta_weight(self)
 
-    def set_scaling(self, lora_alpha=None, use_rslora=None):
-        """Change lora_alpha / use_rslora and recompute `scaling` (refused while merged)."""
+    def set_scaling(self, lora_alpha: float | None = None, use_rslora: bool | None = None) -> None:
+        """Change lora_alpha / use_rslora and recompute `scaling` (refused while merged).
+
+        Raises: RuntimeError while merged; ValueError for a bad value (checked by LoraConfig).
+        """
         if self.merged:
             raise RuntimeError("LoRALinear.set_scaling: unmerge() first (the merged ΔW used the old scaling)")
-        if lora_alpha is not None:
-            if not isinstance(lora_alpha, Real) or not lora_alpha > 0:
-                raise ValueError(f"LoRALinear: lora_alpha must be a number > 0, got {lora_alpha!r}")
-            self.lora_alpha = float(lora_alpha)
-        if use_rslora is not None:
-            self.use_rslora = bool(use_rslora)
-        self.scaling = self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+        changes = {k: v for k, v in (("lora_alpha", lora_alpha), ("use_rslora", use_rslora)) if v is not None}
+        try:
+            config = self.lora_config.replace(**changes)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"LoRALinear.set_scaling: {e}") from None
+        self.lora_config = config
+        self.lora_alpha, self.use_rslora, self.scaling = float(config.lora_alpha), config.use_rslora, config.scaling
 
     # ---- merging ------------------------------------------------------------------------------
-    def merge(self):
-        """W <- W0 + ΔW (a new array); forward becomes the plain linear. Warns and does nothing if merged."""
+    def merge(self) -> None:
+        """W <- W0 + ΔW (a new array; `variant.merge`); forward becomes the plain linear.
+
+        Warns and does nothing if already merged.
+        """
         if self.merged:
             warnings.warn("LoRALinear.merge(): already merged; nothing changed", UserWarning, stacklevel=2)
             return
-        self.weight.data = self.weight.data + self.delta_weight()    # (d_out, d_in)
+        self.variant.merge(self)                 # plain LoRA: weight.data = weight.data + delta_weight()
         self.merged = True
 
-    def unmerge(self):
-        """W <- W - ΔW (a new array). Warns and does nothing if not merged."""
+    def unmerge(self) -> None:
+        """W <- W - ΔW (a new array; `variant.unmerge`). Warns and does nothing if not merged."""
         if not self.merged:
             warnings.warn("LoRALinear.unmerge(): not merged; nothing changed", UserWarning, stacklevel=2)
             return
-        self.weight.data = self.weight.data - self.delta_weight()    # (d_out, d_in)
+        self.variant.unmerge(self)               # plain LoRA: weight.data = weight.data - delta_weight()
         self.merged = False
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x: Tensor | np.ndarray) -> Tensor:
         """x (..., d_in) -> (..., d_out).
 
         Merged: the plain linear with W0 + ΔW. Adapter disabled: the plain linear with W0.
-        Otherwise the LoRA op (hand-derived backward), with dropout on the LoRA input in training.
+        Otherwise the variant's forward (plain LoRA: the fused op with the hand-derived backward),
+        with dropout on the LoRA input in training.
         Raises:
             RuntimeError: the adapter is disabled while merged; training a merged layer with grad
                 enabled (the factors would get no gradient: unmerge first); the frozen weight was
@@ -316,9 +318,9 @@ class LoRALinear(Module):
         if self.training and self.lora_dropout > 0:
             keep = 1.0 - self.lora_dropout
             mask = self.rng.random(x.shape) >= self.lora_dropout        # (..., d_in) bool
-        return lora_linear(x, self.weight.data, self.bias, A, B, self.scaling, mask, keep, self.slices)
+        return self.variant.forward(self, x, mask, keep)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
              f"lora_alpha={self.lora_alpha:g}, scaling={self.scaling:.6g}")
         if self.use_rslora:

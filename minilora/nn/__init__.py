@@ -1,5 +1,5 @@
 """Neural-network building blocks and the GPT-2 model."""
-from .gpt import GPT, Block, CausalSelfAttention, GPTConfig, MLP, ModuleList
+from .gpt import GPT, MLP, Block, CausalSelfAttention, GPTConfig, ModuleList
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .module import Module, Parameter
 

@@ -14,9 +14,13 @@ Shape letters: B batch, T time (<= block_size), C = n_embd, nh = n_head, V = voc
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import ops
 from ..tensor import Tensor, no_grad
@@ -52,7 +56,7 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
         return asdict(self)
 
@@ -60,7 +64,7 @@ class GPTConfig:
 class CausalSelfAttention(Module):
     """Multi-head causal self-attention: x (B, T, C) -> (B, T, C)."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         C = config.n_embd
         self.n_head, self.p = config.n_head, config.dropout
@@ -69,7 +73,7 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(config.dropout, rng)
         self.rng = rng
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (B, T, C) -> (B, T, C)."""
         qkv = self.c_attn(x)                                       # (B, T, 3C)
         mask = None
@@ -83,14 +87,14 @@ class CausalSelfAttention(Module):
 class MLP(Module):
     """Position-wise feed-forward: x (B, T, C) -> c_fc (B, T, 4C) -> GELU -> c_proj (B, T, C)."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         C = config.n_embd
         self.c_fc = Linear(C, 4 * C, bias=config.bias, dtype=dtype, rng=rng)
         self.c_proj = Linear(4 * C, C, bias=config.bias, dtype=dtype, rng=rng)
         self.dropout = Dropout(config.dropout, rng)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (B, T, C) -> (B, T, C)."""
         return self.dropout(self.c_proj(ops.gelu(self.c_fc(x))))
 
@@ -98,14 +102,14 @@ class MLP(Module):
 class Block(Module):
     """One pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
         self.attn = CausalSelfAttention(config, dtype, rng)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
         self.mlp = MLP(config, dtype, rng)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """x (B, T, C) -> (B, T, C)."""
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
@@ -114,7 +118,7 @@ class Block(Module):
 class ModuleList(Module):
     """Submodules named 0, 1, 2, ... (so parameter names read `h.0.attn...`)."""
 
-    def __init__(self, modules):
+    def __init__(self, modules: Iterable[Module]):
         super().__init__()
         for i, m in enumerate(modules):
             setattr(self, str(i), m)
@@ -132,7 +136,7 @@ class ModuleList(Module):
 class Transformer(Module):
     """The `transformer.` part of GPT-2: wte, wpe, drop, h (blocks), ln_f."""
 
-    def __init__(self, config, dtype, rng):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike, rng: np.random.Generator):
         super().__init__()
         self.wte = Embedding(config.vocab_size, config.n_embd, dtype=dtype, rng=rng)
         self.wpe = Embedding(config.block_size, config.n_embd, dtype=dtype, rng=rng)
@@ -156,7 +160,7 @@ class GPT(Module):
         TypeError: idx not integer.
     """
 
-    def __init__(self, config: GPTConfig, dtype=np.float32, seed=0):
+    def __init__(self, config: GPTConfig, dtype: DTypeLike = np.float32, seed: int | None = 0):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT: config must be a GPTConfig, got {type(config).__name__} "
@@ -174,7 +178,7 @@ class GPT(Module):
             p.data = init_rng.normal(0.0, std, p.shape).astype(dtype)
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """The dtype of the parameters."""
         return self.transformer.wte.weight.dtype
 
@@ -188,7 +192,7 @@ class GPT(Module):
             raise ValueError(f"GPT: sequence length {idx.shape[1]} must be in [1, block_size={self.config.block_size}]")
         return idx
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx: np.ndarray | Tensor, targets: np.ndarray | None = None) -> tuple[Tensor, Tensor | None]:
         """idx (B, T) ints -> (logits (B, T, V), loss or None); see the class docstring."""
         idx = self._check_idx(idx)
         T = idx.shape[1]
@@ -200,20 +204,25 @@ class GPT(Module):
         loss = None if targets is None else ops.cross_entropy(logits, np.asarray(targets))
         return logits, loss
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+    def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int | np.random.Generator | None = None) -> np.ndarray:
         """Sample max_new_tokens tokens after idx (B, T0), cropping the context to block_size.
 
         Args:
-            temperature: > 0 divides the logits; 0 means greedy (argmax).
-            top_k: keep only the k most likely tokens (None: all).
-            seed: seeds the sampling generator (same seed, same text).
+            idx: int token ids (B, T0), any T0 >= 1 (only the last block_size are read).
+            max_new_tokens: int >= 0.
+            temperature: finite real >= 0; > 0 divides the logits, 0 means greedy (argmax).
+            top_k: None (all tokens) or int >= 1: keep only the k most likely tokens.
+            seed: None, an int >= 0 or a np.random.Generator, for the sampling (same seed, same text).
         Returns:
             int64 array (B, T0 + max_new_tokens).
         Raises:
-            ValueError: negative temperature or max_new_tokens, top_k < 1.
+            TypeError: an argument of the wrong type (a float max_new_tokens or top_k, a bool, a
+                str...), checked before any token is generated.
+            ValueError: negative max_new_tokens or temperature, non-finite temperature, top_k < 1,
+                negative seed; the token-id errors of forward.
         """
-        if temperature < 0 or max_new_tokens < 0 or (top_k is not None and top_k < 1):
-            raise ValueError("generate: need temperature >= 0, max_new_tokens >= 0, top_k >= 1")
+        _check_generate_args(max_new_tokens, temperature, top_k, seed)
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         self._check_idx(idx[:, -self.config.block_size:] if idx.ndim == 2 else idx)  # a longer prompt is cropped below
         idx = np.array(idx, dtype=np.int64)
@@ -239,3 +248,32 @@ class GPT(Module):
         finally:
             self.train(was_training)
         return idx
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_generate_args(max_new_tokens, temperature, top_k, seed) -> None:
+    """The argument checks of `GPT.generate`, one message per fault (see its docstring)."""
+    if not _is_int(max_new_tokens):
+        raise TypeError(f"generate: max_new_tokens must be an int >= 0, got {type(max_new_tokens).__name__} "
+                        f"{max_new_tokens!r}")
+    if max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens}")
+    if not isinstance(temperature, Real) or isinstance(temperature, (bool, np.bool_)):
+        raise TypeError(f"generate: temperature must be a real number >= 0 (0 = greedy), got "
+                        f"{type(temperature).__name__} {temperature!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"generate: temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None:
+        if not _is_int(top_k):
+            raise TypeError(f"generate: top_k must be None or an int >= 1, got {type(top_k).__name__} {top_k!r}")
+        if top_k < 1:
+            raise ValueError(f"generate: top_k must be None or an int >= 1, got {top_k}")
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        if not _is_int(seed):
+            raise TypeError(f"generate: seed must be None, an int >= 0 or a np.random.Generator, got "
+                            f"{type(seed).__name__} {seed!r}")
+        if seed < 0:
+            raise ValueError(f"generate: seed must be an int >= 0, got {seed}")

@@ -8,8 +8,11 @@ once, under the first name met, so an optimizer updates it once per step.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..tensor import Tensor
 
@@ -23,7 +26,7 @@ class Parameter(Tensor):
         TypeError: data is not float32/float64.
     """
 
-    def __init__(self, data, requires_grad=True, name=None):
+    def __init__(self, data: ArrayLike | Tensor, requires_grad: bool = True, name: str | None = None):
         arr = np.asarray(data.data if isinstance(data, Tensor) else data)
         if arr.dtype not in (np.float32, np.float64):
             raise TypeError(f"Parameter: expected float32 or float64 data, got {arr.dtype}")
@@ -60,22 +63,22 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         """The computation; subclasses implement it."""
         raise NotImplementedError
 
     # ---- traversal ------------------------------------------------------------------------
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """Yield (dotted name, module) for this module ("" for itself) and all submodules, depth-first."""
         yield prefix, self
         for name, m in self._modules.items():
             yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def modules(self):
+    def modules(self) -> list[Module]:
         """All modules in the tree, this one first."""
         return [m for _, m in self.named_modules()]
 
-    def named_parameters(self, prefix="", remove_duplicate=True):
+    def named_parameters(self, prefix: str = "", remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
         """Yield (dotted name, Parameter); a shared parameter appears once (its first name)."""
         seen = set()
         for mname, m in self.named_modules(prefix):
@@ -85,15 +88,15 @@ class Module:
                 seen.add(id(p))
                 yield (f"{mname}.{pname}" if mname else pname), p
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """List of the (deduplicated) parameters."""
         return [p for _, p in self.named_parameters()]
 
-    def num_parameters(self, trainable_only=False) -> int:
+    def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of scalar parameters (each shared parameter counted once)."""
         return int(sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only))
 
-    def get_submodule(self, name):
+    def get_submodule(self, name: str) -> Module:
         """The submodule at a dotted name ("" is self). Raises KeyError naming the missing part."""
         m = self
         for part in filter(None, name.split(".")):
@@ -102,7 +105,15 @@ class Module:
             m = m._modules[part]
         return m
 
-    def set_submodule(self, name, module):
+    def get_parameter(self, name: str) -> Parameter:
+        """The Parameter at a dotted name (e.g. "lora_A.weight"). Raises KeyError naming it."""
+        mod, _, pname = name.rpartition(".")
+        m = self.get_submodule(mod)
+        if pname not in m._parameters:
+            raise KeyError(f"no parameter {name!r}: {type(m).__name__} has no parameter {pname!r}")
+        return m._parameters[pname]
+
+    def set_submodule(self, name: str, module: Module) -> None:
         """Replace the submodule at a dotted name (used to swap a Linear for a LoRALinear)."""
         parent_name, _, child = name.rpartition(".")
         parent = self.get_submodule(parent_name)
@@ -111,40 +122,53 @@ class Module:
         setattr(parent, child, module)
 
     # ---- modes and gradients --------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Module:
         """Set training mode on this module and all submodules; returns self."""
         for m in self.modules():
             object.__setattr__(m, "training", mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Module:
         """Evaluation mode (dropout off); returns self."""
         return self.train(False)
 
-    def requires_grad_(self, flag=True):
+    def requires_grad_(self, flag: bool = True) -> Module:
         """Freeze (False) or unfreeze (True) every parameter; returns self."""
         for p in self.parameters():
             p.requires_grad = flag
         return self
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Drop every parameter's accumulated gradient."""
         for p in self.parameters():
             p.grad = None
 
-    def astype(self, dtype):
-        """Cast every parameter to dtype in place (e.g. np.float64 for gradient checks); returns self."""
+    def astype(self, dtype: DTypeLike) -> Module:
+        """Cast every parameter to dtype in place (e.g. np.float64 for gradient checks); returns self.
+
+        Args: dtype: np.float32 or np.float64 (or their names); the engine computes in these only.
+        Raises: TypeError naming the dtype for anything else (float16, int, "foo"...), before any
+            parameter is changed.
+        """
+        try:
+            dt = None if dtype is None else np.dtype(dtype)     # np.dtype(None) would be float64
+        except TypeError:
+            dt = None
+        if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"{type(self).__name__}.astype: dtype must be np.float32 or np.float64, got {dtype!r}")
+        dtype = dt
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = None
         return self
 
     # ---- state ----------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """OrderedDict name -> copy of the parameter array (shared parameters once)."""
         return OrderedDict((n, p.data.copy()) for n, p in self.named_parameters())
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: Mapping[str, ArrayLike],
+                        strict: bool = True) -> tuple[list[str], list[str]]:
         """Copy arrays into the parameters, bit for bit.
 
         Args:
@@ -169,7 +193,7 @@ class Module:
                 params[k].data = np.array(v, copy=True)
         return missing, unexpected
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         """One-line description of this module's own settings (for repr)."""
         return ""
 
