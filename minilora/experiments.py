@@ -32,12 +32,13 @@ import numpy as np
 
 from . import io as _io
 from . import rank as R
+from .checkpoint import load_model
 from .data import ByteTokenizer, TokenDataset, load_corpus, planted_swap
 from .finetune import copy_model
 from .lora import LoraConfig, get_peft_model
 from .nn import GPT, GPTConfig
 from .optim import SGD, AdamW
-from .train import TrainConfig, evaluate, load_model, train
+from .train import TrainConfig, evaluate, train
 
 __all__ = [
     "get_base", "rank_sweep", "subspace_experiment", "full_ft_update", "amplification", "planted_rank",
@@ -182,7 +183,7 @@ _QUICK_BASE: dict = {}
 def get_base(base_dir=None, quick=False, log=print) -> GPT:
     """A GPT pretrained on the pydoc prose.
 
-    * ``base_dir`` holding a checkpoint: load it (``train.load_model``).
+    * ``base_dir`` holding a checkpoint: load it (``checkpoint.load_model``).
     * quick=True (tests): a tiny GPT (2 layers x 32 channels) pretrained for 300 steps, in memory,
       cached per process (a copy is returned each call).
     * otherwise: ``base_dir`` (default runs/demo/base, the demo's base) is pretrained with the
@@ -202,10 +203,10 @@ def get_base(base_dir=None, quick=False, log=print) -> GPT:
             _QUICK_BASE["model"] = model
             log(f"pretrained a tiny base in {time.perf_counter() - t:.1f} s")
         return copy_model(_QUICK_BASE["model"])
-    from .demo import DemoConfig, _pretrained_base
+    from .demo import DemoConfig, pretrained_base
     base_dir = Path(base_dir or DEFAULT_BASE_DIR)
     log(f"pretraining the demo's base model into {base_dir} (reused by later runs)")
-    model, _, _ = _pretrained_base(DemoConfig(), _dataset("pydoc"), base_dir, log)
+    model, _, _ = pretrained_base(DemoConfig(), _dataset("pydoc"), base_dir, log)
     return model
 
 

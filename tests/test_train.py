@@ -9,7 +9,8 @@ import minilora.io
 from minilora.data import TokenDataset, load_corpus
 from minilora.nn import GPT, GPTConfig
 from minilora.optim import AdamW
-from minilora.train import TrainConfig, evaluate, load_checkpoint, load_model, save_checkpoint, train
+from minilora.checkpoint import load_checkpoint, load_model, save_checkpoint
+from minilora.train import TrainConfig, evaluate, train
 
 TINY = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)
 
