@@ -130,8 +130,8 @@ def add_pretrain_arguments(p):
 
 def _diverged(e: FloatingPointError, lr: float) -> UserError:
     """The one-line message of a diverged run: what happened, and the fix (a smaller --lr)."""
-    return UserError(f"{str(e).removeprefix('train: ')}: pass a smaller --lr (this run used {lr:g}); "
-                     "no checkpoint of the diverged model was written")
+    msg = str(e).removeprefix("train: ").replace("lower the lr", f"lower the lr (--lr; this run used {lr:g})")
+    return UserError(f"{msg}; no checkpoint of the diverged model was written")
 
 
 def _resumed_settings(args, ck):

@@ -316,7 +316,9 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
             lv = float(loss.item())
             times.append(time.perf_counter() - t0)
             if not math.isfinite(lv):
-                raise FloatingPointError(f"train: the loss became {lv} at step {step} (lr {lr:.3g}); lower the lr")
+                kept = "" if last_saved is None else f"; the checkpoint of step {last_saved} is kept"
+                raise FloatingPointError(f"train: the run diverged at step {step} (lr {lr:.3g}): the training loss "
+                                         f"became {lv}; lower the lr{kept}")
             history["step"].append(step)
             history["train_loss"].append(lv)
             history["lr"].append(lr)
@@ -327,9 +329,9 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
                     vl = evaluate(model, val_batches)
                     if not math.isfinite(vl) or vl > diverged_above:  # never checkpoint a diverged model
                         raise FloatingPointError(
-                            f"train: the run diverged: validation loss {vl:.6g} at step {step} (lr {lr:.3g}), above "
-                            f"{diverged_above:.2f} = 2 ln(vocab), twice a uniform guess; lower the lr"
-                            + ("" if last_saved is None else f" (the checkpoint of step {last_saved} is kept)"))
+                            f"train: the run diverged at step {step} (lr {lr:.3g}): validation loss {vl:.6g} is "
+                            f"above {diverged_above:.2f} = 2 ln(vocab), twice a uniform guess's; lower the lr"
+                            + ("" if last_saved is None else f"; the checkpoint of step {last_saved} is kept"))
                     history["val_step"].append(step)
                     history["val_loss"].append(vl)
                     if history["best"] is None or vl < history["best"]["val_loss"]:
