@@ -1,10 +1,10 @@
 """Process-level speed settings, applied only when asked for (the CLI and the benchmarks ask).
 
 Where time goes (measured with benchmarks/bench_train.py and the process's page-fault counters): at
-these model sizes most of the gap between NumPy and PyTorch is page faults. glibc hands large freed temporaries back to the kernel (munmap,
-heap trimming), and every training step faults the same memory in again, at 2-3 microseconds per
-4 kB page. Telling glibc to keep freed memory removes the faults. A library should not change a
-user's process behind their back, so this is an explicit call.
+these model sizes most of the gap between NumPy and PyTorch is page faults. glibc hands large freed
+temporaries back to the kernel (munmap, heap trimming), and every training step faults the same
+memory in again, at 2-3 microseconds per 4 kB page. Telling glibc to keep freed memory removes the
+faults. A library should not change a user's process behind their back, so this is an explicit call.
 """
 from __future__ import annotations
 
