@@ -66,8 +66,6 @@ nonneg_float = _number(float, 0.0, False, "a finite number >= 0")
 
 
 def _dtype(name):
-    import numpy as np
-
     return {"float32": np.float32, "float64": np.float64}[name]
 
 
@@ -265,8 +263,8 @@ def add_sample_arguments(p):
 
 def run_sample(args):
     """Print a sample from a checkpoint (optionally with a LoRA adapter applied); exit code."""
-    from .data import generate_text
     from .checkpoint import load_model
+    from .data import generate_text
 
     if not os.path.exists(args.ckpt):
         raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
@@ -343,7 +341,8 @@ def add_finetune_arguments(p):
     p.add_argument("--full", action="store_true", help="full fine-tuning (every parameter) instead of LoRA")
     p.add_argument("--r", type=positive_int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha; scaling = alpha/r (default 16)")
-    p.add_argument("--lora-dropout", type=nonneg_float, default=0.0, help="dropout on the LoRA branch input (default 0)")
+    p.add_argument("--lora-dropout", type=nonneg_float, default=0.0,
+                   help="dropout on the LoRA branch input (default 0)")
     p.add_argument("--target-modules", nargs="+", default=["c_attn"],
                    help="module names or dotted suffixes to adapt (default: c_attn)")
     p.add_argument("--target-regex", default=None,
@@ -465,15 +464,16 @@ def run_gradcheck(args):
     """Print hand-derived vs autograd vs numeric gradients of a LoRA layer and checks of the fused ops.
 
     Returns 0 when every autograd/numeric difference is below 1e-6 (float64), else 1."""
-    import numpy as np
-
     from . import gradcheck, ops
     from .lora import functional as LF
     from .lora.layer import lora_linear_composed
     from .tensor import Tensor
 
     rng = np.random.default_rng(args.seed)
-    r64 = lambda *s: rng.standard_normal(s)
+
+    def r64(*s):
+        return rng.standard_normal(s)
+
     x, W0, b = r64(2, 3, 5), r64(4, 5), r64(4)
     A, B, s = r64(2, 5), r64(4, 2), 16 / 2
     mask = (rng.random(x.shape) > 0.3).astype(np.float64)
