@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from . import io as _io
+from .checkpoint import corpus_record, has_checkpoint, load_checkpoint, load_model
 from .data import ByteTokenizer, TokenDataset, generate_text, load_corpus, unigram_loss
 from .finetune import finetune
 from .lora import LoraConfig
 from .nn import GPT, GPTConfig
 from .tensor import no_grad
-from .checkpoint import corpus_record, has_checkpoint, load_checkpoint, load_model
 from .train import TrainConfig, evaluate, train
 
 __all__ = ["DemoConfig", "run_demo", "format_table", "pretrained_base", "matching_shipped_base"]
@@ -150,7 +150,8 @@ def format_table(rows) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         pct = 100.0 * r["trainable_params"] / r["all_params"]
-        lines.append(f"{r['method']:<22}{r['trainable_params']:>13,} ({pct:5.2f}%){r['optimizer_state_bytes'] / 2**10:>9.0f} KiB"
+        lines.append(f"{r['method']:<22}{r['trainable_params']:>13,} ({pct:5.2f}%)"
+                     f"{r['optimizer_state_bytes'] / 2**10:>9.0f} KiB"
                      f"{r['ms_per_step']:>9.0f}{r['code_before']:>15.3f} -> {r['code_after']:.3f}"
                      f"{r['prose_before']:>16.3f} -> {r['prose_after']:.3f}")
     return "\n".join(lines)
@@ -263,7 +264,8 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print, pret
         png = plot_loss_curves(curves, out / "loss_curves.png", title="pretraining on prose, then fine-tuning on code")
     except ImportError as e:  # matplotlib missing: the figures are still in metrics.json
         log(f"(no plot: {e})")
-    metrics = {"config": asdict(cfg), "reused_base": reused, "base_source": source, "base": base_losses, "unigram_baseline": baselines,
+    metrics = {"config": asdict(cfg), "reused_base": reused, "base_source": source, "base": base_losses,
+               "unigram_baseline": baselines,
                "methods": rows, "merge_max_abs_logit_diff": merge_diff, "merge_relative_diff": rel,
                "merge_and_unload_max_abs_logit_diff": unload_diff, "dtype": str(plain.dtype),
                "samples": {"before": sample_before, "after_lora": sample_after},

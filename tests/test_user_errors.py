@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minilora import GPT, GPTConfig, LoraConfig
+from minilora.checkpoint import load_checkpoint, save_checkpoint
 from minilora.cli import main
 from minilora.data import TokenDataset, printable
 from minilora.exercises import check
-from minilora.checkpoint import load_checkpoint, save_checkpoint
 from minilora.train import TrainConfig, train
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
