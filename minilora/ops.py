@@ -50,6 +50,10 @@ def _expand(g, shape, axes, keepdims):
     return g
 
 
+def _t(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
 # ============================================================ elementwise arithmetic
 class Add(Function):
     """y = a + b (broadcasting).  da = unbroadcast(g), db = unbroadcast(g)."""
@@ -66,6 +70,11 @@ class Add(Function):
         return unbroadcast(g, sa), unbroadcast(g, sb)
 
 
+def add(a, b):
+    """a + b with broadcasting. Shapes: any broadcast-compatible pair -> the broadcast shape."""
+    return Add.apply(a, b)
+
+
 class Sub(Function):
     """y = a - b (broadcasting).  da = unbroadcast(g), db = -unbroadcast(g)."""
 
@@ -79,6 +88,11 @@ class Sub(Function):
     def backward(ctx, g):
         sa, sb = ctx.shapes
         return unbroadcast(g, sa), -unbroadcast(g, sb)
+
+
+def sub(a, b):
+    """a - b with broadcasting."""
+    return Sub.apply(a, b)
 
 
 class Mul(Function):
@@ -98,6 +112,11 @@ class Mul(Function):
                 unbroadcast(g * a, b.shape) if nb else None)
 
 
+def mul(a, b):
+    """a * b (elementwise) with broadcasting."""
+    return Mul.apply(a, b)
+
+
 class Div(Function):
     """y = a / b (broadcasting).  da = unbroadcast(g / b), db = unbroadcast(-g * a / b**2)."""
 
@@ -115,6 +134,11 @@ class Div(Function):
                 unbroadcast(-g * a / (b * b), b.shape) if nb else None)
 
 
+def div(a, b):
+    """a / b (elementwise) with broadcasting."""
+    return Div.apply(a, b)
+
+
 class Neg(Function):
     """y = -x.  dx = -g."""
 
@@ -125,6 +149,11 @@ class Neg(Function):
     @staticmethod
     def backward(ctx, g):
         return (-g,)
+
+
+def neg(x):
+    """-x."""
+    return Neg.apply(x)
 
 
 class Pow(Function):
@@ -155,6 +184,17 @@ class Pow(Function):
         return (g * d.astype(x.dtype, copy=False),)
 
 
+def pow(x, p):
+    """x ** p for a constant (non-tensor) exponent p.
+
+    Raises:
+        TypeError: p is a Tensor (only constant exponents are supported).
+    """
+    if isinstance(p, Tensor):
+        raise TypeError("pow: the exponent must be a Python number, not a Tensor")
+    return Pow.apply(x, p=float(p))
+
+
 # ============================================================ elementwise functions
 class Exp(Function):
     """y = exp(x).  dx = g * y."""
@@ -170,6 +210,11 @@ class Exp(Function):
         return (g * ctx.saved[0],)
 
 
+def exp(x):
+    """exp(x), elementwise."""
+    return Exp.apply(x)
+
+
 class Log(Function):
     """y = log(x) (natural).  dx = g / x."""
 
@@ -181,6 +226,11 @@ class Log(Function):
     @staticmethod
     def backward(ctx, g):
         return (g / ctx.saved[0],)
+
+
+def log(x):
+    """Natural log, elementwise."""
+    return Log.apply(x)
 
 
 class Sqrt(Function):
@@ -195,6 +245,11 @@ class Sqrt(Function):
     @staticmethod
     def backward(ctx, g):
         return (g / (2 * ctx.saved[0]),)
+
+
+def sqrt(x):
+    """Square root, elementwise."""
+    return Sqrt.apply(x)
 
 
 class Tanh(Function):
@@ -212,6 +267,11 @@ class Tanh(Function):
         return (g * (1 - y * y),)
 
 
+def tanh(x):
+    """tanh, elementwise."""
+    return Tanh.apply(x)
+
+
 class Sigmoid(Function):
     """y = 1 / (1 + exp(-x)), computed stably as (1 + tanh(x/2)) / 2.  dx = g * y * (1 - y)."""
 
@@ -227,6 +287,11 @@ class Sigmoid(Function):
         return (g * y * (1 - y),)
 
 
+def sigmoid(x):
+    """Logistic sigmoid, elementwise."""
+    return Sigmoid.apply(x)
+
+
 class ReLU(Function):
     """y = max(x, 0).  dx = g * [x > 0] (convention: the derivative at 0 is 0)."""
 
@@ -238,6 +303,11 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         return (g * ctx.saved[0],)
+
+
+def relu(x):
+    """max(x, 0), elementwise (derivative 0 at 0)."""
+    return ReLU.apply(x)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -284,6 +354,11 @@ class GELU(Function):
         return (d.reshape(ctx.shape),)
 
 
+def gelu(x):
+    """GPT-2's tanh-approximate GELU, elementwise."""
+    return GELU.apply(x)
+
+
 # ============================================================ reductions
 class Sum(Function):
     """y = sum(x, axis).  dx = g broadcast back over the summed axes."""
@@ -296,6 +371,11 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, g):
         return (np.broadcast_to(_expand(g, ctx.shape, ctx.axes, ctx.keepdims), ctx.shape),)
+
+
+def sum(x, axis=None, keepdims=False):
+    """Sum over axis (int, tuple or None for all); keepdims keeps reduced axes as size 1."""
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
 
 
 class Mean(Function):
@@ -311,6 +391,11 @@ class Mean(Function):
     def backward(ctx, g):
         g = _expand(g, ctx.shape, ctx.axes, ctx.keepdims) / g.dtype.type(ctx.n)
         return (np.broadcast_to(g, ctx.shape),)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over axis (int, tuple or None for all)."""
+    return Mean.apply(x, axis=axis, keepdims=keepdims)
 
 
 class Var(Function):
@@ -334,6 +419,11 @@ class Var(Function):
         return (g * xc * xc.dtype.type(2.0 / ctx.n),)
 
 
+def var(x, axis=None, keepdims=False):
+    """Population variance (ddof=0) over axis."""
+    return Var.apply(x, axis=axis, keepdims=keepdims)
+
+
 class Max(Function):
     """y = max(x, axis).  dx = g * [x == y] / (number of ties): tied maxima share the gradient evenly."""
 
@@ -353,6 +443,11 @@ class Max(Function):
         return ((_expand(g, ctx.shape, ctx.axes, ctx.keepdims) * share).astype(share.dtype, copy=False),)
 
 
+def max(x, axis=None, keepdims=False):
+    """Maximum over axis; tied maxima split the gradient evenly."""
+    return Max.apply(x, axis=axis, keepdims=keepdims)
+
+
 # ============================================================ shape ops
 class Reshape(Function):
     """y = x.reshape(shape).  dx = g.reshape(x.shape)."""
@@ -370,6 +465,11 @@ class Reshape(Function):
         return (g.reshape(ctx.shape),)
 
 
+def reshape(x, shape):
+    """x reshaped to shape (one -1 allowed)."""
+    return Reshape.apply(x, shape=tuple(shape) if not isinstance(shape, int) else (shape,))
+
+
 class Transpose(Function):
     """y = x.transpose(axes) (axes None reverses them).  dx = g.transpose(inverse permutation)."""
 
@@ -384,6 +484,11 @@ class Transpose(Function):
     @staticmethod
     def backward(ctx, g):
         return (g.transpose(ctx.inv),)
+
+
+def transpose(x, axes=None):
+    """Permute axes (None reverses them)."""
+    return Transpose.apply(x, axes=axes)
 
 
 def _is_advanced(idx):
@@ -417,6 +522,31 @@ class GetItem(Function):
         return (dx,)
 
 
+def getitem(x, idx):
+    """x[idx]: basic and advanced (integer/boolean array) indexing; repeated indices accumulate."""
+    return GetItem.apply(x, idx=idx)
+
+
+def split(x, indices_or_sections, axis=-1):
+    """Split x along axis like np.split; returns a list of tensors (each a differentiable slice).
+
+    Raises:
+        ValueError: an integer number of sections that does not divide the axis.
+    """
+    x = _t(x)
+    n = x.shape[axis]
+    if isinstance(indices_or_sections, int):
+        if indices_or_sections <= 0 or n % indices_or_sections:
+            raise ValueError(f"split: axis of length {n} cannot be split into {indices_or_sections} equal parts")
+        step = n // indices_or_sections
+        bounds = list(range(0, n + 1, step))
+    else:
+        bounds = [0, *indices_or_sections, n]
+    ax = axis % x.ndim
+    pre = (slice(None),) * ax
+    return [getitem(x, pre + (slice(lo, hi),)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 class Concatenate(Function):
     """y = concatenate(xs, axis).  dx_i = the slice of g that x_i occupies."""
 
@@ -429,7 +559,7 @@ class Concatenate(Function):
             raise ValueError("concatenate: zero-dimensional arrays cannot be concatenated")
         ax = axis % nd
         for x in xs:
-            if x.ndim != nd or any(s != t for i, (s, t) in enumerate(zip(x.shape, xs[0].shape)) if i != ax):
+            if x.ndim != nd or any(s != t for i, (s, t) in enumerate(zip(x.shape, xs[0].shape, strict=True)) if i != ax):
                 raise ValueError(f"concatenate: shapes {xs[0].shape} and {x.shape} differ off axis {axis}")
         ctx.axis, ctx.splits = ax, np.cumsum([x.shape[ax] for x in xs])[:-1]
         return np.concatenate(xs, axis=ax)
@@ -437,6 +567,11 @@ class Concatenate(Function):
     @staticmethod
     def backward(ctx, g):
         return tuple(np.split(g, ctx.splits, axis=ctx.axis))
+
+
+def concatenate(xs, axis=0):
+    """Join tensors along an existing axis; all other dims must agree (ValueError otherwise)."""
+    return Concatenate.apply(*xs, axis=axis)
 
 
 class Stack(Function):
@@ -455,6 +590,11 @@ class Stack(Function):
     @staticmethod
     def backward(ctx, g):
         return tuple(np.take(g, i, axis=ctx.axis) for i in range(g.shape[ctx.axis]))
+
+
+def stack(xs, axis=0):
+    """Stack same-shaped tensors along a new axis."""
+    return Stack.apply(*xs, axis=axis)
 
 
 # ============================================================ matmul and linear
@@ -498,6 +638,15 @@ class MatMul(Function):
         return da, db
 
 
+def matmul(a, b):
+    """a @ b with NumPy's matmul semantics (1-D, 2-D, batched, broadcast batch dims).
+
+    Raises:
+        ValueError: inner dimensions differ or batch dims cannot broadcast (names both shapes).
+    """
+    return MatMul.apply(a, b)
+
+
 class Linear(Function):
     """Fused affine map y = x @ W^T + b for x (..., d_in), W (d_out, d_in), b (d_out,) or absent.
 
@@ -533,6 +682,17 @@ class Linear(Function):
         return (dx, dW) if len(need) == 2 else (dx, dW, db)
 
 
+def linear(x, weight, bias=None):
+    """Fused x @ weight.T + bias: x (..., d_in), weight (d_out, d_in), bias (d_out,) -> (..., d_out)."""
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+
+
+def linear_composed(x, weight, bias=None):
+    """Twin of `linear` built from matmul, transpose and add (the test oracle)."""
+    y = matmul(x, transpose(weight))
+    return y if bias is None else y + bias
+
+
 # ============================================================ selection and masking
 class Where(Function):
     """y = where(cond, a, b) with a constant boolean cond.
@@ -557,6 +717,17 @@ class Where(Function):
         sa, sb = ctx.shapes
         return (unbroadcast(np.where(ctx.cond, g, zero), sa) if ctx.needs_input_grad[0] else None,
                 unbroadcast(np.where(ctx.cond, zero, g), sb) if ctx.needs_input_grad[1] else None)
+
+
+def where(cond, a, b):
+    """Elementwise a where cond else b; cond is a constant boolean array (broadcasting)."""
+    return Where.apply(a, b, cond=cond.data if isinstance(cond, Tensor) else cond)
+
+
+def masked_fill(x, mask, value):
+    """x with the entries where mask is True replaced by the constant value (no gradient there)."""
+    x = _t(x)
+    return where(mask, np.asarray(value, dtype=x.dtype), x)
 
 
 # ============================================================ softmax family (fused)
@@ -589,6 +760,17 @@ class Softmax(Function):
         return (gy - y * gy.sum(axis=ctx.axis, keepdims=True),)
 
 
+def softmax(x, axis=-1):
+    """Stable softmax along axis (fused)."""
+    return Softmax.apply(x, axis=axis)
+
+
+def softmax_composed(x, axis=-1):
+    """Twin of `softmax` from primitives: e = exp(x - max x); e / sum e."""
+    e = exp(x - max(x, axis=axis, keepdims=True))
+    return e / sum(e, axis=axis, keepdims=True)
+
+
 class LogSoftmax(Function):
     """y = x - max x - log sum exp(x - max x) along axis (never exp of a large number, never log 0).
 
@@ -608,6 +790,17 @@ class LogSoftmax(Function):
     def backward(ctx, g):
         (y,) = ctx.saved
         return (g - np.exp(y) * g.sum(axis=ctx.axis, keepdims=True),)
+
+
+def log_softmax(x, axis=-1):
+    """Stable log-softmax along axis (fused)."""
+    return LogSoftmax.apply(x, axis=axis)
+
+
+def log_softmax_composed(x, axis=-1):
+    """Twin of `log_softmax` from primitives: z - log(sum(exp(z))), z = x - max x."""
+    z = x - max(x, axis=axis, keepdims=True)
+    return z - log(sum(exp(z), axis=axis, keepdims=True))
 
 
 class CrossEntropy(Function):
@@ -649,6 +842,27 @@ class CrossEntropy(Function):
         p[np.arange(len(tv)), tv] -= 1
         p *= (g / ctx.n) * valid[:, None].astype(p.dtype)
         return (p.reshape(ctx.shape),)
+
+
+def cross_entropy(logits, targets, ignore_index=-100):
+    """Mean cross-entropy (nats) of logits (..., V) against integer targets (...); fused and stable.
+
+    Raises:
+        TypeError: non-integer targets. ValueError: shape mismatch, out-of-range targets, or all
+        targets ignored.
+    """
+    targets = targets.data if isinstance(targets, Tensor) else targets
+    return CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index)
+
+
+def cross_entropy_composed(logits, targets, ignore_index=-100):
+    """Twin of `cross_entropy` from log_softmax_composed, getitem and mean."""
+    logits = _t(logits)
+    V = logits.shape[-1]
+    t = np.asarray(targets).reshape(-1)
+    keep = np.nonzero(t != ignore_index)[0]
+    lp = log_softmax_composed(reshape(logits, (-1, V)))
+    return -mean(getitem(lp, (keep, t[keep])))
 
 
 class LayerNorm(Function):
@@ -695,6 +909,20 @@ class LayerNorm(Function):
         return dx, dw, (g2.sum(axis=0) if need[2] else None)
 
 
+def layer_norm(x, weight, bias=None, eps=1e-5):
+    """Fused layer norm over the last axis: x (..., C), weight (C,), bias (C,) or None."""
+    if bias is None:
+        return LayerNorm.apply(x, weight, eps=eps)
+    return LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+def layer_norm_composed(x, weight, bias=None, eps=1e-5):
+    """Twin of `layer_norm` from mean, var, sqrt and arithmetic."""
+    xhat = (x - mean(x, axis=-1, keepdims=True)) / sqrt(var(x, axis=-1, keepdims=True) + eps)
+    y = xhat * weight
+    return y if bias is None else y + bias
+
+
 class Embedding(Function):
     """y = weight[idx] for a table weight (V, C) and integer indices idx (any shape) -> (*idx.shape, C).
 
@@ -719,6 +947,11 @@ class Embedding(Function):
         return (dw,)
 
 
+def embedding(weight, idx):
+    """Rows of weight (V, C) at integer idx (any shape) -> (*idx.shape, C)."""
+    return Embedding.apply(weight, idx=idx.data if isinstance(idx, Tensor) else idx)
+
+
 class Dropout(Function):
     """Inverted dropout with a given keep-mask: y = x * mask / (1 - p).  dx = g * mask / (1 - p)."""
 
@@ -731,6 +964,25 @@ class Dropout(Function):
     @staticmethod
     def backward(ctx, g):
         return (g * ctx.saved[0],)
+
+
+def dropout(x, p, training=True, rng=None):
+    """Inverted dropout: zero each entry with probability p, scale the rest by 1/(1-p).
+
+    Identity (the same tensor) when not training or p == 0.
+    Args:
+        rng: np.random.Generator for the mask (default: a fresh unseeded one).
+    Raises:
+        ValueError: p outside [0, 1).
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    x = _t(x)
+    if not training or p == 0.0:
+        return x
+    rng = rng if rng is not None else np.random.default_rng()
+    mask = rng.random(x.shape) >= p
+    return Dropout.apply(x, mask=mask, p=p)
 
 
 _CAUSAL = {}
@@ -802,262 +1054,6 @@ class Attention(Function):
         return (dqkv.reshape(Bsz, T, 3 * nh * hs),)
 
 
-# ============================================================ functional API
-def _t(x):
-    return x if isinstance(x, Tensor) else Tensor(x)
-
-
-def add(a, b):
-    """a + b with broadcasting. Shapes: any broadcast-compatible pair -> the broadcast shape."""
-    return Add.apply(a, b)
-
-
-def sub(a, b):
-    """a - b with broadcasting."""
-    return Sub.apply(a, b)
-
-
-def mul(a, b):
-    """a * b (elementwise) with broadcasting."""
-    return Mul.apply(a, b)
-
-
-def div(a, b):
-    """a / b (elementwise) with broadcasting."""
-    return Div.apply(a, b)
-
-
-def neg(x):
-    """-x."""
-    return Neg.apply(x)
-
-
-def pow(x, p):
-    """x ** p for a constant (non-tensor) exponent p.
-
-    Raises:
-        TypeError: p is a Tensor (only constant exponents are supported).
-    """
-    if isinstance(p, Tensor):
-        raise TypeError("pow: the exponent must be a Python number, not a Tensor")
-    return Pow.apply(x, p=float(p))
-
-
-def exp(x):
-    """exp(x), elementwise."""
-    return Exp.apply(x)
-
-
-def log(x):
-    """Natural log, elementwise."""
-    return Log.apply(x)
-
-
-def sqrt(x):
-    """Square root, elementwise."""
-    return Sqrt.apply(x)
-
-
-def tanh(x):
-    """tanh, elementwise."""
-    return Tanh.apply(x)
-
-
-def sigmoid(x):
-    """Logistic sigmoid, elementwise."""
-    return Sigmoid.apply(x)
-
-
-def relu(x):
-    """max(x, 0), elementwise (derivative 0 at 0)."""
-    return ReLU.apply(x)
-
-
-def gelu(x):
-    """GPT-2's tanh-approximate GELU, elementwise."""
-    return GELU.apply(x)
-
-
-def sum(x, axis=None, keepdims=False):
-    """Sum over axis (int, tuple or None for all); keepdims keeps reduced axes as size 1."""
-    return Sum.apply(x, axis=axis, keepdims=keepdims)
-
-
-def mean(x, axis=None, keepdims=False):
-    """Mean over axis (int, tuple or None for all)."""
-    return Mean.apply(x, axis=axis, keepdims=keepdims)
-
-
-def var(x, axis=None, keepdims=False):
-    """Population variance (ddof=0) over axis."""
-    return Var.apply(x, axis=axis, keepdims=keepdims)
-
-
-def max(x, axis=None, keepdims=False):
-    """Maximum over axis; tied maxima split the gradient evenly."""
-    return Max.apply(x, axis=axis, keepdims=keepdims)
-
-
-def reshape(x, shape):
-    """x reshaped to shape (one -1 allowed)."""
-    return Reshape.apply(x, shape=tuple(shape) if not isinstance(shape, int) else (shape,))
-
-
-def transpose(x, axes=None):
-    """Permute axes (None reverses them)."""
-    return Transpose.apply(x, axes=axes)
-
-
-permute = transpose
-
-
-def getitem(x, idx):
-    """x[idx]: basic and advanced (integer/boolean array) indexing; repeated indices accumulate."""
-    return GetItem.apply(x, idx=idx)
-
-
-def concatenate(xs, axis=0):
-    """Join tensors along an existing axis; all other dims must agree (ValueError otherwise)."""
-    return Concatenate.apply(*xs, axis=axis)
-
-
-def stack(xs, axis=0):
-    """Stack same-shaped tensors along a new axis."""
-    return Stack.apply(*xs, axis=axis)
-
-
-def split(x, indices_or_sections, axis=-1):
-    """Split x along axis like np.split; returns a list of tensors (each a differentiable slice).
-
-    Raises:
-        ValueError: an integer number of sections that does not divide the axis.
-    """
-    x = _t(x)
-    n = x.shape[axis]
-    if isinstance(indices_or_sections, int):
-        if indices_or_sections <= 0 or n % indices_or_sections:
-            raise ValueError(f"split: axis of length {n} cannot be split into {indices_or_sections} equal parts")
-        step = n // indices_or_sections
-        bounds = list(range(0, n + 1, step))
-    else:
-        bounds = [0, *indices_or_sections, n]
-    ax = axis % x.ndim
-    pre = (slice(None),) * ax
-    return [getitem(x, pre + (slice(lo, hi),)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-
-
-def matmul(a, b):
-    """a @ b with NumPy's matmul semantics (1-D, 2-D, batched, broadcast batch dims).
-
-    Raises:
-        ValueError: inner dimensions differ or batch dims cannot broadcast (names both shapes).
-    """
-    return MatMul.apply(a, b)
-
-
-def linear(x, weight, bias=None):
-    """Fused x @ weight.T + bias: x (..., d_in), weight (d_out, d_in), bias (d_out,) -> (..., d_out)."""
-    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
-
-
-def linear_composed(x, weight, bias=None):
-    """Twin of `linear` built from matmul, transpose and add (the test oracle)."""
-    y = matmul(x, transpose(weight))
-    return y if bias is None else y + bias
-
-
-def where(cond, a, b):
-    """Elementwise a where cond else b; cond is a constant boolean array (broadcasting)."""
-    return Where.apply(a, b, cond=cond.data if isinstance(cond, Tensor) else cond)
-
-
-def masked_fill(x, mask, value):
-    """x with the entries where mask is True replaced by the constant value (no gradient there)."""
-    x = _t(x)
-    return where(mask, np.asarray(value, dtype=x.dtype), x)
-
-
-def softmax(x, axis=-1):
-    """Stable softmax along axis (fused)."""
-    return Softmax.apply(x, axis=axis)
-
-
-def log_softmax(x, axis=-1):
-    """Stable log-softmax along axis (fused)."""
-    return LogSoftmax.apply(x, axis=axis)
-
-
-def softmax_composed(x, axis=-1):
-    """Twin of `softmax` from primitives: e = exp(x - max x); e / sum e."""
-    e = exp(x - max(x, axis=axis, keepdims=True))
-    return e / sum(e, axis=axis, keepdims=True)
-
-
-def log_softmax_composed(x, axis=-1):
-    """Twin of `log_softmax` from primitives: z - log(sum(exp(z))), z = x - max x."""
-    z = x - max(x, axis=axis, keepdims=True)
-    return z - log(sum(exp(z), axis=axis, keepdims=True))
-
-
-def cross_entropy(logits, targets, ignore_index=-100):
-    """Mean cross-entropy (nats) of logits (..., V) against integer targets (...); fused and stable.
-
-    Raises:
-        TypeError: non-integer targets. ValueError: shape mismatch, out-of-range targets, or all
-        targets ignored.
-    """
-    targets = targets.data if isinstance(targets, Tensor) else targets
-    return CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index)
-
-
-def cross_entropy_composed(logits, targets, ignore_index=-100):
-    """Twin of `cross_entropy` from log_softmax_composed, getitem and mean."""
-    logits = _t(logits)
-    V = logits.shape[-1]
-    t = np.asarray(targets).reshape(-1)
-    keep = np.nonzero(t != ignore_index)[0]
-    lp = log_softmax_composed(reshape(logits, (-1, V)))
-    return -mean(getitem(lp, (keep, t[keep])))
-
-
-def layer_norm(x, weight, bias=None, eps=1e-5):
-    """Fused layer norm over the last axis: x (..., C), weight (C,), bias (C,) or None."""
-    if bias is None:
-        return LayerNorm.apply(x, weight, eps=eps)
-    return LayerNorm.apply(x, weight, bias, eps=eps)
-
-
-def layer_norm_composed(x, weight, bias=None, eps=1e-5):
-    """Twin of `layer_norm` from mean, var, sqrt and arithmetic."""
-    xhat = (x - mean(x, axis=-1, keepdims=True)) / sqrt(var(x, axis=-1, keepdims=True) + eps)
-    y = xhat * weight
-    return y if bias is None else y + bias
-
-
-def embedding(weight, idx):
-    """Rows of weight (V, C) at integer idx (any shape) -> (*idx.shape, C)."""
-    return Embedding.apply(weight, idx=idx.data if isinstance(idx, Tensor) else idx)
-
-
-def dropout(x, p, training=True, rng=None):
-    """Inverted dropout: zero each entry with probability p, scale the rest by 1/(1-p).
-
-    Identity (the same tensor) when not training or p == 0.
-    Args:
-        rng: np.random.Generator for the mask (default: a fresh unseeded one).
-    Raises:
-        ValueError: p outside [0, 1).
-    """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
-    x = _t(x)
-    if not training or p == 0.0:
-        return x
-    rng = rng if rng is not None else np.random.default_rng()
-    mask = rng.random(x.shape) >= p
-    return Dropout.apply(x, mask=mask, p=p)
-
-
 def attention(qkv, n_head, dropout_mask=None, p=0.0):
     """Fused causal self-attention: qkv (B, T, 3C) -> (B, T, C) with n_head heads.
 
@@ -1080,3 +1076,4 @@ def attention_composed(qkv, n_head, dropout_mask=None, p=0.0):
         att = Dropout.apply(att, mask=dropout_mask, p=p)
     y = matmul(att, v)                                                          # (B, nh, T, hs)
     return reshape(transpose(y, (0, 2, 1, 3)), (Bsz, T, C))
+
