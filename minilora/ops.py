@@ -559,7 +559,7 @@ class Concatenate(Function):
             raise ValueError("concatenate: zero-dimensional arrays cannot be concatenated")
         ax = axis % nd
         for x in xs:
-            if x.ndim != nd or any(s != t for i, (s, t) in enumerate(zip(x.shape, xs[0].shape, strict=True)) if i != ax):
+            if x.ndim != nd or any(x.shape[i] != xs[0].shape[i] for i in range(nd) if i != ax):
                 raise ValueError(f"concatenate: shapes {xs[0].shape} and {x.shape} differ off axis {axis}")
         ctx.axis, ctx.splits = ax, np.cumsum([x.shape[ax] for x in xs])[:-1]
         return np.concatenate(xs, axis=ax)
