@@ -1,4 +1,5 @@
-"""The `Function` base class and `unbroadcast`: the two pieces every differentiable op is built from.
+"""The `Function` base class and `unbroadcast`: the two pieces every differentiable op is built from
+(plus `reduce_sum`, a float32 sum whose error does not grow with the number of rows).
 
 An op is a subclass of `Function` with two static methods side by side, as in minitorch and early
 tinygrad:

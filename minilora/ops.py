@@ -6,6 +6,11 @@ Broadcasting ops call `unbroadcast` visibly. Ops keep their input dtype (float32
 Fused ops (`linear`, `softmax`, `log_softmax`, `layer_norm`, `cross_entropy`, `attention`) have a
 backward derived by hand for speed and stability; each keeps a `*_composed` twin built only from
 primitives, which the tests use as the oracle (fused == composed == finite differences).
+Each `Function` class is followed by its public function and, for a fused op, its composed twin,
+so one screen shows the whole op.
+
+Sums over the row axis (bias gradients, `unbroadcast`, `sum`/`mean` over leading axes) go through
+`function.reduce_sum`, whose float32 error does not grow with the number of rows.
 
 Shape letters: B batch, T time, C channels, nh heads, hs head size (C = nh*hs), V vocabulary, N rows.
 """
@@ -13,11 +18,16 @@ from __future__ import annotations
 
 import builtins
 import math
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 
-from .function import Function, unbroadcast
+from .function import Function, reduce_sum, unbroadcast
 from .tensor import Tensor
+
+TensorLike = Union[Tensor, np.ndarray, float]   # what an op accepts; arrays and numbers become constants
+Axis = Union[int, tuple, None]                  # one axis, several, or None for all
 
 
 def _shape_error(op, a, b, why="cannot be broadcast together"):
@@ -43,11 +53,25 @@ def _norm_axis(axis, ndim):
     return tuple(sorted(set(out)))
 
 
-def _expand(g, shape, axes, keepdims):
-    """Reshape a reduced gradient so it broadcasts against the unreduced input of `shape`."""
+def _expand(g, axes, keepdims):
+    """Give a reduced gradient back its reduced axes (size 1), so it broadcasts against the input."""
     if not keepdims:
         g = np.expand_dims(g, axes) if axes else g
     return g
+
+
+def _centre(x, axes):
+    """x minus its mean over axes, exact for a constant slice (which gives exactly 0).
+
+    The mean is taken of d = x - x0, x0 the first element along the axes: d is exact for a constant
+    slice and has no large common offset. (In float32, mean(x) of 7 copies of 1e6 + 0.1 is off by
+    0.06, and normalising by the tiny variance blows that up to ~1.) Shifting x changes neither the
+    variance nor its gradient, so x0 is a constant."""
+    x0 = x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
+    n = x.dtype.type(math.prod(x.shape[a] for a in axes))
+    d = x - x0
+    d -= reduce_sum(d, axes, keepdims=True) / n
+    return d
 
 
 def _t(x):
@@ -70,7 +94,7 @@ class Add(Function):
         return unbroadcast(g, sa), unbroadcast(g, sb)
 
 
-def add(a, b):
+def add(a: TensorLike, b: TensorLike) -> Tensor:
     """a + b with broadcasting. Shapes: any broadcast-compatible pair -> the broadcast shape."""
     return Add.apply(a, b)
 
@@ -90,7 +114,7 @@ class Sub(Function):
         return unbroadcast(g, sa), -unbroadcast(g, sb)
 
 
-def sub(a, b):
+def sub(a: TensorLike, b: TensorLike) -> Tensor:
     """a - b with broadcasting."""
     return Sub.apply(a, b)
 
@@ -112,7 +136,7 @@ class Mul(Function):
                 unbroadcast(g * a, b.shape) if nb else None)
 
 
-def mul(a, b):
+def mul(a: TensorLike, b: TensorLike) -> Tensor:
     """a * b (elementwise) with broadcasting."""
     return Mul.apply(a, b)
 
@@ -134,7 +158,7 @@ class Div(Function):
                 unbroadcast(-g * a / (b * b), b.shape) if nb else None)
 
 
-def div(a, b):
+def div(a: TensorLike, b: TensorLike) -> Tensor:
     """a / b (elementwise) with broadcasting."""
     return Div.apply(a, b)
 
@@ -151,7 +175,7 @@ class Neg(Function):
         return (-g,)
 
 
-def neg(x):
+def neg(x: TensorLike) -> Tensor:
     """-x."""
     return Neg.apply(x)
 
@@ -160,6 +184,8 @@ class Pow(Function):
     """y = x ** p for a constant exponent p.  dx = g * p * x**(p-1).
 
     p = 2 and p = 3 use products (NumPy's float power of negative bases is ~300x slower).
+    p = 0: y = 1 everywhere, so dx = 0, also at x = 0 where p * x**(p-1) would be 0 * inf = nan
+    (PyTorch gives 0 too). For p >= 1 the formula is finite at 0 (1 for p = 1, 0 for p > 1).
     """
 
     @staticmethod
@@ -175,6 +201,8 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, g):
         (x,), p = ctx.saved, ctx.p
+        if p == 0:
+            return (np.zeros_like(g),)
         if p == 2:
             d = 2 * x
         elif p == 3:
@@ -184,7 +212,7 @@ class Pow(Function):
         return (g * d.astype(x.dtype, copy=False),)
 
 
-def pow(x, p):
+def pow(x: TensorLike, p: float) -> Tensor:
     """x ** p for a constant (non-tensor) exponent p.
 
     Raises:
@@ -210,7 +238,7 @@ class Exp(Function):
         return (g * ctx.saved[0],)
 
 
-def exp(x):
+def exp(x: TensorLike) -> Tensor:
     """exp(x), elementwise."""
     return Exp.apply(x)
 
@@ -228,7 +256,7 @@ class Log(Function):
         return (g / ctx.saved[0],)
 
 
-def log(x):
+def log(x: TensorLike) -> Tensor:
     """Natural log, elementwise."""
     return Log.apply(x)
 
@@ -247,7 +275,7 @@ class Sqrt(Function):
         return (g / (2 * ctx.saved[0]),)
 
 
-def sqrt(x):
+def sqrt(x: TensorLike) -> Tensor:
     """Square root, elementwise."""
     return Sqrt.apply(x)
 
@@ -267,7 +295,7 @@ class Tanh(Function):
         return (g * (1 - y * y),)
 
 
-def tanh(x):
+def tanh(x: TensorLike) -> Tensor:
     """tanh, elementwise."""
     return Tanh.apply(x)
 
@@ -287,7 +315,7 @@ class Sigmoid(Function):
         return (g * y * (1 - y),)
 
 
-def sigmoid(x):
+def sigmoid(x: TensorLike) -> Tensor:
     """Logistic sigmoid, elementwise."""
     return Sigmoid.apply(x)
 
@@ -305,7 +333,7 @@ class ReLU(Function):
         return (g * ctx.saved[0],)
 
 
-def relu(x):
+def relu(x: TensorLike) -> Tensor:
     """max(x, 0), elementwise (derivative 0 at 0)."""
     return ReLU.apply(x)
 
@@ -354,7 +382,7 @@ class GELU(Function):
         return (d.reshape(ctx.shape),)
 
 
-def gelu(x):
+def gelu(x: TensorLike) -> Tensor:
     """GPT-2's tanh-approximate GELU, elementwise."""
     return GELU.apply(x)
 
@@ -366,14 +394,14 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _norm_axis(axis, x.ndim), keepdims, x.shape
-        return np.asarray(x.sum(axis=ctx.axes, keepdims=keepdims))
+        return reduce_sum(x, ctx.axes, keepdims)                  # float32: pairwise over rows
 
     @staticmethod
     def backward(ctx, g):
-        return (np.broadcast_to(_expand(g, ctx.shape, ctx.axes, ctx.keepdims), ctx.shape),)
+        return (np.broadcast_to(_expand(g, ctx.axes, ctx.keepdims), ctx.shape),)
 
 
-def sum(x, axis=None, keepdims=False):
+def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Sum over axis (int, tuple or None for all); keepdims keeps reduced axes as size 1."""
     return Sum.apply(x, axis=axis, keepdims=keepdims)
 
@@ -385,15 +413,16 @@ class Mean(Function):
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _norm_axis(axis, x.ndim), keepdims, x.shape
         ctx.n = int(np.prod([x.shape[a] for a in ctx.axes])) if ctx.axes else 1
-        return np.asarray(x.mean(axis=ctx.axes, keepdims=keepdims))
+        with np.errstate(invalid="ignore"):                       # the mean of nothing is nan, as np.mean
+            return np.asarray(reduce_sum(x, ctx.axes, keepdims) / x.dtype.type(ctx.n))
 
     @staticmethod
     def backward(ctx, g):
-        g = _expand(g, ctx.shape, ctx.axes, ctx.keepdims) / g.dtype.type(ctx.n)
+        g = _expand(g, ctx.axes, ctx.keepdims) / g.dtype.type(ctx.n)
         return (np.broadcast_to(g, ctx.shape),)
 
 
-def mean(x, axis=None, keepdims=False):
+def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axis (int, tuple or None for all)."""
     return Mean.apply(x, axis=axis, keepdims=keepdims)
 
@@ -401,25 +430,26 @@ def mean(x, axis=None, keepdims=False):
 class Var(Function):
     """Population variance y = mean((x - mean(x))^2, axis) (ddof = 0, as LayerNorm uses).
 
-    dx = g * 2 (x - mean(x)) / n.
+    dx = g * 2 (x - mean(x)) / n. Centred first (two passes) and from a shifted copy, so a constant
+    slice gives exactly 0 at any magnitude.
     """
 
     @staticmethod
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _norm_axis(axis, x.ndim), keepdims, x.shape
         ctx.n = int(np.prod([x.shape[a] for a in ctx.axes])) if ctx.axes else 1
-        xc = x - x.mean(axis=ctx.axes, keepdims=True)
+        xc = _centre(x, ctx.axes)                                 # a constant slice has var exactly 0
         ctx.save_for_backward(xc)
-        return np.asarray((xc * xc).mean(axis=ctx.axes, keepdims=keepdims))
+        return np.asarray(reduce_sum(xc * xc, ctx.axes, keepdims) / x.dtype.type(ctx.n))
 
     @staticmethod
     def backward(ctx, g):
         (xc,) = ctx.saved
-        g = _expand(g, ctx.shape, ctx.axes, ctx.keepdims)
+        g = _expand(g, ctx.axes, ctx.keepdims)
         return (g * xc * xc.dtype.type(2.0 / ctx.n),)
 
 
-def var(x, axis=None, keepdims=False):
+def var(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Population variance (ddof=0) over axis."""
     return Var.apply(x, axis=axis, keepdims=keepdims)
 
@@ -440,10 +470,10 @@ class Max(Function):
     @staticmethod
     def backward(ctx, g):
         (share,) = ctx.saved
-        return ((_expand(g, ctx.shape, ctx.axes, ctx.keepdims) * share).astype(share.dtype, copy=False),)
+        return ((_expand(g, ctx.axes, ctx.keepdims) * share).astype(share.dtype, copy=False),)
 
 
-def max(x, axis=None, keepdims=False):
+def max(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Maximum over axis; tied maxima split the gradient evenly."""
     return Max.apply(x, axis=axis, keepdims=keepdims)
 
@@ -465,7 +495,7 @@ class Reshape(Function):
         return (g.reshape(ctx.shape),)
 
 
-def reshape(x, shape):
+def reshape(x: TensorLike, shape: int | Sequence[int]) -> Tensor:
     """x reshaped to shape (one -1 allowed)."""
     return Reshape.apply(x, shape=tuple(shape) if not isinstance(shape, int) else (shape,))
 
@@ -486,7 +516,7 @@ class Transpose(Function):
         return (g.transpose(ctx.inv),)
 
 
-def transpose(x, axes=None):
+def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
     """Permute axes (None reverses them)."""
     return Transpose.apply(x, axes=axes)
 
@@ -522,12 +552,12 @@ class GetItem(Function):
         return (dx,)
 
 
-def getitem(x, idx):
+def getitem(x: TensorLike, idx) -> Tensor:
     """x[idx]: basic and advanced (integer/boolean array) indexing; repeated indices accumulate."""
     return GetItem.apply(x, idx=idx)
 
 
-def split(x, indices_or_sections, axis=-1):
+def split(x: TensorLike, indices_or_sections: int | Sequence[int], axis: int = -1) -> list[Tensor]:
     """Split x along axis like np.split; returns a list of tensors (each a differentiable slice).
 
     Raises:
@@ -569,7 +599,7 @@ class Concatenate(Function):
         return tuple(np.split(g, ctx.splits, axis=ctx.axis))
 
 
-def concatenate(xs, axis=0):
+def concatenate(xs: Sequence[TensorLike], axis: int = 0) -> Tensor:
     """Join tensors along an existing axis; all other dims must agree (ValueError otherwise)."""
     return Concatenate.apply(*xs, axis=axis)
 
@@ -592,7 +622,7 @@ class Stack(Function):
         return tuple(np.take(g, i, axis=ctx.axis) for i in range(g.shape[ctx.axis]))
 
 
-def stack(xs, axis=0):
+def stack(xs: Sequence[TensorLike], axis: int = 0) -> Tensor:
     """Stack same-shaped tensors along a new axis."""
     return Stack.apply(*xs, axis=axis)
 
@@ -638,7 +668,7 @@ class MatMul(Function):
         return da, db
 
 
-def matmul(a, b):
+def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """a @ b with NumPy's matmul semantics (1-D, 2-D, batched, broadcast batch dims).
 
     Raises:
@@ -653,7 +683,8 @@ class Linear(Function):
     With X = x reshaped to (N, d_in) and G = g reshaped to (N, d_out):
         dx = G @ W  (N, d_in),   dW = G^T @ X  (d_out, d_in),   db = sum_rows G  (d_out,)
     One 2-D GEMM per gradient (a broadcast batched matmul would compute dW per batch and then sum),
-    and no GEMM at all for a gradient nobody needs (a frozen W costs no dW).
+    and no GEMM at all for a gradient nobody needs (a frozen W costs no dW). db sums N rows pairwise
+    (`reduce_sum`): plain float32 accumulation drifts by ~6e-4 relative at N = 65536.
     """
 
     @staticmethod
@@ -678,16 +709,16 @@ class Linear(Function):
         need = ctx.needs_input_grad
         dx = (G @ W).reshape(ctx.xshape) if need[0] else None     # (..., d_in)
         dW = G.T @ x2 if need[1] else None                        # (d_out, d_in)
-        db = G.sum(axis=0) if len(need) > 2 and need[2] else None  # (d_out,)
+        db = reduce_sum(G, 0) if len(need) > 2 and need[2] else None  # (d_out,), pairwise over rows
         return (dx, dW) if len(need) == 2 else (dx, dW, db)
 
 
-def linear(x, weight, bias=None):
+def linear(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
     """Fused x @ weight.T + bias: x (..., d_in), weight (d_out, d_in), bias (d_out,) -> (..., d_out)."""
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
-def linear_composed(x, weight, bias=None):
+def linear_composed(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
     """Twin of `linear` built from matmul, transpose and add (the test oracle)."""
     y = matmul(x, transpose(weight))
     return y if bias is None else y + bias
@@ -719,12 +750,12 @@ class Where(Function):
                 unbroadcast(np.where(ctx.cond, zero, g), sb) if ctx.needs_input_grad[1] else None)
 
 
-def where(cond, a, b):
+def where(cond: np.ndarray | Tensor, a: TensorLike, b: TensorLike) -> Tensor:
     """Elementwise a where cond else b; cond is a constant boolean array (broadcasting)."""
     return Where.apply(a, b, cond=cond.data if isinstance(cond, Tensor) else cond)
 
 
-def masked_fill(x, mask, value):
+def masked_fill(x: TensorLike, mask: np.ndarray, value: float) -> Tensor:
     """x with the entries where mask is True replaced by the constant value (no gradient there)."""
     x = _t(x)
     return where(mask, np.asarray(value, dtype=x.dtype), x)
@@ -760,12 +791,12 @@ class Softmax(Function):
         return (gy - y * gy.sum(axis=ctx.axis, keepdims=True),)
 
 
-def softmax(x, axis=-1):
+def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """Stable softmax along axis (fused)."""
     return Softmax.apply(x, axis=axis)
 
 
-def softmax_composed(x, axis=-1):
+def softmax_composed(x: TensorLike, axis: int = -1) -> Tensor:
     """Twin of `softmax` from primitives: e = exp(x - max x); e / sum e."""
     e = exp(x - max(x, axis=axis, keepdims=True))
     return e / sum(e, axis=axis, keepdims=True)
@@ -792,12 +823,12 @@ class LogSoftmax(Function):
         return (g - np.exp(y) * g.sum(axis=ctx.axis, keepdims=True),)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """Stable log-softmax along axis (fused)."""
     return LogSoftmax.apply(x, axis=axis)
 
 
-def log_softmax_composed(x, axis=-1):
+def log_softmax_composed(x: TensorLike, axis: int = -1) -> Tensor:
     """Twin of `log_softmax` from primitives: z - log(sum(exp(z))), z = x - max x."""
     z = x - max(x, axis=axis, keepdims=True)
     return z - log(sum(exp(z), axis=axis, keepdims=True))
@@ -844,7 +875,7 @@ class CrossEntropy(Function):
         return (p.reshape(ctx.shape),)
 
 
-def cross_entropy(logits, targets, ignore_index=-100):
+def cross_entropy(logits: TensorLike, targets: np.ndarray | Tensor, ignore_index: int = -100) -> Tensor:
     """Mean cross-entropy (nats) of logits (..., V) against integer targets (...); fused and stable.
 
     Raises:
@@ -855,7 +886,8 @@ def cross_entropy(logits, targets, ignore_index=-100):
     return CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index)
 
 
-def cross_entropy_composed(logits, targets, ignore_index=-100):
+def cross_entropy_composed(logits: TensorLike, targets: np.ndarray | Tensor,
+                           ignore_index: int = -100) -> Tensor:
     """Twin of `cross_entropy` from log_softmax_composed, getitem and mean."""
     logits = _t(logits)
     V = logits.shape[-1]
@@ -873,7 +905,9 @@ class LayerNorm(Function):
     Backward (derived): with gh = g * w,
         dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))
         dw = sum over rows of g * xhat,   db = sum over rows of g
-    A constant row has var = 0, so rstd = 1/sqrt(eps) stays finite.
+    A constant row has var = 0, so rstd = 1/sqrt(eps) stays finite; x - mu is computed exactly 0 for
+    it at any magnitude (see `_centre`), so y = b and dw = 0 exactly. The sums over rows (dw, db)
+    are pairwise, so their float32 error does not grow with the number of rows.
     """
 
     @staticmethod
@@ -882,8 +916,7 @@ class LayerNorm(Function):
         if x.ndim == 0 or w.shape != (C,) or (b is not None and b.shape != (C,)):
             raise ValueError(f"layer_norm: input {x.shape} needs weight and bias of shape ({C},), got "
                              f"{w.shape} and {None if b is None else b.shape}")
-        mu = x.mean(axis=-1, keepdims=True)
-        xc = x - mu
+        xc = _centre(x, (x.ndim - 1,))                            # a constant row gives exactly 0
         var = (xc * xc).mean(axis=-1, keepdims=True)
         rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))
         xhat = xc * rstd
@@ -902,23 +935,29 @@ class LayerNorm(Function):
         if need[0]:
             gh = g * w
             dx = rstd * (gh - gh.mean(axis=-1, keepdims=True) - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
-        g2 = g.reshape(-1, C)
-        dw = np.einsum("nc,nc->c", g2, xhat.reshape(-1, C)) if need[1] else None
+        g2 = g.reshape(-1, C)                                     # sums over rows: pairwise in float32
+        dw = reduce_sum(g2 * xhat.reshape(-1, C), 0) if need[1] else None
         if len(need) == 2:
             return dx, dw
-        return dx, dw, (g2.sum(axis=0) if need[2] else None)
+        return dx, dw, (reduce_sum(g2, 0) if need[2] else None)
 
 
-def layer_norm(x, weight, bias=None, eps=1e-5):
+def layer_norm(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None, eps: float = 1e-5) -> Tensor:
     """Fused layer norm over the last axis: x (..., C), weight (C,), bias (C,) or None."""
     if bias is None:
         return LayerNorm.apply(x, weight, eps=eps)
     return LayerNorm.apply(x, weight, bias, eps=eps)
 
 
-def layer_norm_composed(x, weight, bias=None, eps=1e-5):
-    """Twin of `layer_norm` from mean, var, sqrt and arithmetic."""
-    xhat = (x - mean(x, axis=-1, keepdims=True)) / sqrt(var(x, axis=-1, keepdims=True) + eps)
+def layer_norm_composed(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None,
+                        eps: float = 1e-5) -> Tensor:
+    """Twin of `layer_norm` from mean, var, sqrt and arithmetic.
+
+    Centred on a shifted copy d = x - x[..., :1] (a constant: layer norm is shift-invariant), so a
+    constant row gives exactly the bias, as the fused op does."""
+    x = _t(x)
+    d = x - x.data[..., :1]
+    xhat = (d - mean(d, axis=-1, keepdims=True)) / sqrt(var(d, axis=-1, keepdims=True) + eps)
     y = xhat * weight
     return y if bias is None else y + bias
 
@@ -926,7 +965,8 @@ def layer_norm_composed(x, weight, bias=None, eps=1e-5):
 class Embedding(Function):
     """y = weight[idx] for a table weight (V, C) and integer indices idx (any shape) -> (*idx.shape, C).
 
-    dweight = zeros (V, C) with each row of g added at its index; repeated indices accumulate.
+    dweight = zeros (V, C) with each row of g added at its index; repeated indices accumulate, in
+    float64 (rows sorted by index, then summed per index), so a token seen 65536 times does not drift.
     """
 
     @staticmethod
@@ -942,12 +982,17 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, g):
+        idx, g2 = ctx.idx.reshape(-1), g.reshape(-1, ctx.shape[-1])
         dw = np.zeros(ctx.shape, dtype=g.dtype)
-        np.add.at(dw, ctx.idx.reshape(-1), g.reshape(-1, ctx.shape[-1]))
+        if idx.size:
+            order = np.argsort(idx, kind="stable")
+            sidx = idx[order]
+            starts = np.flatnonzero(np.concatenate(([True], sidx[1:] != sidx[:-1])))
+            dw[sidx[starts]] = np.add.reduceat(g2[order], starts, axis=0, dtype=np.float64)
         return (dw,)
 
 
-def embedding(weight, idx):
+def embedding(weight: TensorLike, idx: np.ndarray | Tensor) -> Tensor:
     """Rows of weight (V, C) at integer idx (any shape) -> (*idx.shape, C)."""
     return Embedding.apply(weight, idx=idx.data if isinstance(idx, Tensor) else idx)
 
@@ -966,7 +1011,7 @@ class Dropout(Function):
         return (g * ctx.saved[0],)
 
 
-def dropout(x, p, training=True, rng=None):
+def dropout(x: TensorLike, p: float, training: bool = True, rng: np.random.Generator | None = None) -> Tensor:
     """Inverted dropout: zero each entry with probability p, scale the rest by 1/(1-p).
 
     Identity (the same tensor) when not training or p == 0.
@@ -1054,7 +1099,7 @@ class Attention(Function):
         return (dqkv.reshape(Bsz, T, 3 * nh * hs),)
 
 
-def attention(qkv, n_head, dropout_mask=None, p=0.0):
+def attention(qkv: TensorLike, n_head: int, dropout_mask: np.ndarray | None = None, p: float = 0.0) -> Tensor:
     """Fused causal self-attention: qkv (B, T, 3C) -> (B, T, C) with n_head heads.
 
     dropout_mask: optional 0/1 array (B, nh, T, T) for attention-probability dropout with rate p.
@@ -1062,7 +1107,8 @@ def attention(qkv, n_head, dropout_mask=None, p=0.0):
     return Attention.apply(qkv, n_head=n_head, dropout_mask=dropout_mask, p=p)
 
 
-def attention_composed(qkv, n_head, dropout_mask=None, p=0.0):
+def attention_composed(qkv: TensorLike, n_head: int, dropout_mask: np.ndarray | None = None,
+                       p: float = 0.0) -> Tensor:
     """Twin of `attention` built from split/reshape/transpose/matmul/masked_fill/softmax (nanoGPT's)."""
     Bsz, T, C3 = qkv.shape
     C = C3 // 3
