@@ -223,6 +223,11 @@ class Function:
         if out.dtype != dt:
             raise RuntimeError(f"{cls.__name__}.forward returned dtype {out.dtype} for {dt} inputs")
         result = Tensor(out, requires_grad=track)
+        root = _root(out)
+        for t in tensors:
+            if _root(t.data) is root:                   # a view (reshape, transpose, slice): one write count
+                result._vc = t._vc
+                break
         if track:
             result._node = Node(cls, ctx, tuple(tensors), saved_versions(ctx.saved, tensors, result))
         return result

@@ -55,8 +55,8 @@ class Tensor:
     Attributes:
         data: the ndarray. grad: ndarray of data's shape and dtype, or None (set on leaves by backward).
         requires_grad: bool. is_leaf: True when no op produced this tensor.
-        _version: number of in-place writes through `.data` (see the setter); backward compares it
-            with the count each op recorded.
+        _version: number of in-place writes through `.data` to this array or any view of it that an
+            op (or detach) made (see the setter); backward compares it with the count each op recorded.
     Raises:
         TypeError: requires_grad=True on a non-float array.
     """
@@ -67,7 +67,7 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         self._data = data if isinstance(data, np.ndarray) else np.asarray(data)
-        self._version = 0
+        self._vc = [0]      # in-place write count, one cell shared with views of the same array
         if requires_grad and self._data.dtype not in FLOAT_DTYPES:
             raise TypeError(f"only float32/float64 tensors can require gradients, got dtype {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
@@ -84,11 +84,19 @@ class Tensor:
     @data.setter
     def data(self, value: np.ndarray):
         # `t.data -= u` writes into the array itself, then assigns the same object back: that is an
-        # in-place modification, which arrays saved for backward would silently see. Rebinding to a
-        # new array leaves the saved ones intact. Writes like `t.data[0] = 5` never reach this setter.
+        # in-place modification, which arrays saved for backward would silently see; it is counted
+        # in the cell shared with every view of this array made by an op (or detach), as PyTorch
+        # does. Rebinding to a new array leaves the saved ones intact. Writes like `t.data[0] = 5`
+        # never reach this setter.
         if value is self._data:
-            self._version += 1
+            self._vc[0] += 1
+        else:
+            self._vc = [self._vc[0]]                # a new array: no longer a view of the old one's memory
         self._data = value
+
+    @property
+    def _version(self) -> int:
+        return self._vc[0]
 
     shape = property(lambda self: self.data.shape, doc="Shape of data (tuple of int).")
     dtype = property(lambda self: self.data.dtype, doc="dtype of data.")
@@ -112,8 +120,10 @@ class Tensor:
         return self.data.item()
 
     def detach(self) -> "Tensor":
-        """A new leaf tensor sharing data, cut from the graph (requires_grad=False)."""
-        return Tensor(self.data)
+        """A new leaf tensor sharing data (and the in-place write count), cut from the graph."""
+        t = Tensor(self.data)
+        t._vc = self._vc
+        return t
 
     def astype(self, dtype) -> "Tensor":
         """A new leaf tensor with data cast to dtype (not differentiable: cast parameters, not activations)."""
