@@ -15,8 +15,8 @@ How backward works (HIPS autograd's plan, written out), one module-level functio
 In-place modification (as PyTorch's version counter): each Tensor counts in-place writes made
 through `t.data` (`t.data -= u`, as optimizers do); each node records the count of every input (and
 of its output) whose array its backward reads, and backward raises if it changed. Writes straight
-into the ndarray (`t.data[0] = 5`, `np.copyto(t.data, ...)`, or through a view) cannot be seen
-through a plain ndarray and are NOT detected: do not edit arrays between forward and backward.
+into the ndarray (`t.data[0] = 5`, `np.copyto(t.data, ...)`, or through a NumPy view of it) cannot
+be seen through a plain ndarray and are NOT detected: do not edit arrays between forward and backward.
 """
 from __future__ import annotations
 
@@ -98,10 +98,10 @@ class Tensor:
     def _version(self) -> int:
         return self._vc[0]
 
-    shape = property(lambda self: self.data.shape, doc="Shape of data (tuple of int).")
-    dtype = property(lambda self: self.data.dtype, doc="dtype of data.")
-    ndim = property(lambda self: self.data.ndim, doc="Number of dimensions.")
-    size = property(lambda self: self.data.size, doc="Number of elements.")
+    shape = property(lambda self: self._data.shape, doc="Shape of data (tuple of int).")
+    dtype = property(lambda self: self._data.dtype, doc="dtype of data.")
+    ndim = property(lambda self: self._data.ndim, doc="Number of dimensions.")
+    size = property(lambda self: self._data.size, doc="Number of elements.")
     is_leaf = property(lambda self: self._node is None, doc="True if no op produced this tensor.")
 
     def __repr__(self):
@@ -134,7 +134,7 @@ class Tensor:
         self.grad = None
 
     # ---- the engine -------------------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False):
+    def backward(self, grad: np.ndarray | Tensor | None = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) · grad into `.grad` of every leaf that requires gradients.
 
         Walks `topological_order(self)` backwards; `propagate` does one op's step.
