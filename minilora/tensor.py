@@ -228,7 +228,7 @@ class Tensor:
         return _ops.transpose(self, None)
 
 
-def describe(t: Tensor) -> str:
+def _describe(t: Tensor) -> str:
     """A short label for error messages: the tensor's name, else its shape and dtype."""
     return repr(t.name) if t.name else f"a tensor of shape {t.shape} and dtype {t.dtype}"
 
@@ -308,7 +308,7 @@ def propagate(t: Tensor, g: np.ndarray, grads: dict, owned: set, retain_graph: b
     for i, version in node.versions:
         src = t if i < 0 else node.parents[i]
         if src._version != version:
-            what = f"its output ({describe(t)})" if i < 0 else f"its input {i} ({describe(src)})"
+            what = f"its output ({_describe(t)})" if i < 0 else f"its input {i} ({_describe(src)})"
             raise RuntimeError(
                 f"{name}.backward needs {what} as it was in the forward pass, but it was modified in place "
                 f"afterwards (version {version} -> {src._version}, e.g. by `t.data -= ...`); the gradient would "
