@@ -102,3 +102,25 @@ def test_cache_errors_are_clear():
         KVCache(1, 1, 4, 0, 8)
     with pytest.raises(TypeError, match="use_cache"):
         m.generate(x, 2, use_cache="yes")
+
+
+def test_chunks_after_the_prefill_are_masked_causally():
+    """Several new positions at once (offset > 0, Tq > 1) see only the cache and their own past."""
+    m = _model().eval()
+    x = np.random.default_rng(3).integers(0, 37, (2, 12))
+    with no_grad():
+        full = m(x)[0].data
+        cache = KVCache.for_model(m, 2)
+        got = np.concatenate([m(x[:, a:b], kv_cache=cache)[0].data for a, b in ((0, 2), (2, 5), (5, 12))], 1)
+    np.testing.assert_allclose(got, full, rtol=0, atol=2e-6 * np.abs(full).max())
+
+
+def test_cached_generation_does_not_grow_the_mask_cache():
+    """The causal-mask cache is keyed by T; a cached decode must not add one mask per context length."""
+    from minilora.ops import fused_attention
+
+    m = _model(block_size=64)
+    m.generate(np.array([[1, 2]]), 3, temperature=0)
+    before = len(fused_attention._CAUSAL)
+    m.generate(np.array([[1, 2]]), 40, temperature=0)
+    assert len(fused_attention._CAUSAL) == before

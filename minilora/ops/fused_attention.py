@@ -54,7 +54,10 @@ def attention_probs(q: np.ndarray, k: np.ndarray, scale, offset: int = 0) -> np.
     with single_thread_blas():                                  # B*nh small GEMMs: see ops._blas
         att = q @ k.transpose(0, 1, 3, 2)                       # (B, nh, Tq, Tk)
     att *= scale
-    att += _causal_bias(Tk, att.dtype)[offset:offset + Tq]     # -inf above the diagonal
+    if offset == 0:
+        att += _causal_bias(Tk, att.dtype)                      # -inf above the diagonal
+    elif Tq > 1:                                                # rows offset.. of the causal mask (not cached:
+        att[..., np.triu(np.ones((Tq, Tk), dtype=bool), offset + 1)] = -np.inf   # Tk grows every token)
     att -= att.max(axis=-1, keepdims=True)
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)
