@@ -18,6 +18,7 @@ from .shape import masked_fill, reshape, split, transpose
 from .softmax_family import softmax
 
 _CAUSAL = {}
+BLOCK = 128   # query-block length of the block-causal path (T > BLOCK): key blocks above the diagonal are skipped
 
 
 def _causal_bias(T, dtype):
@@ -25,11 +26,20 @@ def _causal_bias(T, dtype):
     than boolean-mask assignment)."""
     key = (T, np.dtype(dtype))
     if key not in _CAUSAL:
+        if len(_CAUSAL) >= 16:                                  # bounded: prompts of many lengths
+            _CAUSAL.clear()
         bias = np.zeros((T, T), dtype=dtype)
         bias[np.triu_indices(T, 1)] = -np.inf
         bias.setflags(write=False)
         _CAUSAL[key] = bias
     return _CAUSAL[key]
+
+
+def _spans(T):
+    """Query blocks [(a, b), ...] of the block-causal path: one span (0, T) up to BLOCK positions."""
+    if T <= BLOCK:
+        return [(0, T)]
+    return [(a, min(a + BLOCK, T)) for a in range(0, T, BLOCK)]
 
 
 def heads(a: np.ndarray, Bsz: int, T: int, parts: int, n_head: int) -> np.ndarray:
@@ -54,8 +64,8 @@ def attention_probs(q: np.ndarray, k: np.ndarray, scale, offset: int = 0) -> np.
     with single_thread_blas():                                  # B*nh small GEMMs: see ops._blas
         att = q @ k.transpose(0, 1, 3, 2)                       # (B, nh, Tq, Tk)
     att *= scale
-    if offset == 0:
-        att += _causal_bias(Tk, att.dtype)                      # -inf above the diagonal
+    if offset == 0 or Tk % BLOCK == 0 and offset % BLOCK == 0:
+        att += _causal_bias(Tk, att.dtype)[offset:]             # -inf above the diagonal (rows offset..)
     elif Tq > 1:                                                # rows offset.. of the causal mask (not cached:
         att[..., np.triu(np.ones((Tq, Tk), dtype=bool), offset + 1)] = -np.inf   # Tk grows every token)
     att -= att.max(axis=-1, keepdims=True)
@@ -90,33 +100,52 @@ class Attention(Function):
         C = C3 // 3
         q, k, v = heads(qkv, Bsz, T, 3, n_head)                   # 3 x (B, nh, T, hs), contiguous
         scale = qkv.dtype.type(1.0 / math.sqrt(C // n_head))
-        att = attention_probs(q, k, scale)                          # P (B, nh, T, T)
-        pd = att
-        if dropout_mask is not None:
-            pd = att * (dropout_mask / qkv.dtype.type(1 - p)).astype(qkv.dtype, copy=False)
-        with single_thread_blas():
-            y = pd @ v                                              # (B, nh, T, hs)
-        ctx.save_for_backward(q, k, v, att, pd, dropout_mask, y)
-        ctx.scale, ctx.p = scale, p
+        spans = _spans(T)
+        y = np.empty_like(q)                                        # (B, nh, T, hs)
+        atts, pds = [], []
+        for a, b in spans:                                          # queries a..b-1 see keys 0..b-1
+            att = attention_probs(q[:, :, a:b], k[:, :, :b], scale, offset=a)   # P rows a..b-1
+            pd = att
+            if dropout_mask is not None:
+                keep = (dropout_mask[:, :, a:b, :b] / qkv.dtype.type(1 - p)).astype(qkv.dtype, copy=False)
+                pd = att * keep
+            with single_thread_blas():
+                np.matmul(pd, v[:, :, :b], out=y[:, :, a:b])
+            atts.append(att)
+            pds.append(pd)
+        ctx.save_for_backward(q, k, v, atts, pds, dropout_mask, y)
+        ctx.scale, ctx.p, ctx.spans = scale, p, spans
         return y.transpose(0, 2, 1, 3).reshape(Bsz, T, C)          # (B, T, C)
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, att, pd, mask, y = ctx.saved
+        q, k, v, atts, pds, mask, y = ctx.saved
         Bsz, nh, T, hs = q.shape
         gy = heads(g, Bsz, T, 1, nh)[0]                            # (B, nh, T, hs), contiguous
         d = (gy * y).sum(axis=-1, keepdims=True)                   # D = rowsum(dY * Y) (B, nh, T, 1)
         dqkv = np.empty((3, Bsz, nh, T, hs), dtype=g.dtype)
+        dq, dk, dv = dqkv
+        if len(ctx.spans) > 1:
+            dk[...] = 0
+            dv[...] = 0
         with single_thread_blas():
-            np.matmul(pd.transpose(0, 1, 3, 2), gy, out=dqkv[2])    # dV
-            dp = gy @ v.transpose(0, 1, 3, 2)                       # dP~ (B, nh, T, T)
-            if mask is not None:
-                dp *= (mask / g.dtype.type(1 - ctx.p)).astype(g.dtype, copy=False)
-            dp -= d
-            dp *= att                                               # dS / s
-            dp *= ctx.scale                                         # dS
-            np.matmul(dp, k, out=dqkv[0])                           # dQ
-            np.matmul(dp.transpose(0, 1, 3, 2), q, out=dqkv[1])     # dK
+            for (a, b), att, pd in zip(ctx.spans, atts, pds, strict=True):
+                gya = gy[:, :, a:b]
+                if len(ctx.spans) == 1:
+                    np.matmul(pd.transpose(0, 1, 3, 2), gya, out=dv)            # dV
+                else:
+                    dv[:, :, :b] += pd.transpose(0, 1, 3, 2) @ gya
+                dp = gya @ v[:, :, :b].transpose(0, 1, 3, 2)                    # dP~ (B, nh, b-a, b)
+                if mask is not None:
+                    dp *= (mask[:, :, a:b, :b] / g.dtype.type(1 - ctx.p)).astype(g.dtype, copy=False)
+                dp -= d[:, :, a:b]
+                dp *= att                                                       # dS / s
+                dp *= ctx.scale                                                 # dS
+                np.matmul(dp, k[:, :, :b], out=dq[:, :, a:b])                   # dQ
+                if len(ctx.spans) == 1:
+                    np.matmul(dp.transpose(0, 1, 3, 2), q, out=dk)              # dK
+                else:
+                    dk[:, :, :b] += dp.transpose(0, 1, 3, 2) @ q[:, :, a:b]
         return (dqkv.transpose(1, 3, 0, 2, 4).reshape(Bsz, T, 3 * nh * hs),)
 
 
