@@ -5,6 +5,7 @@ tokens per batch.
     python benchmarks/bench_train.py                          # S and M, all T, 3 rounds (~15 min quiet)
     python benchmarks/bench_train.py --configs M --T 128 --rounds 5
     python benchmarks/bench_train.py --threads 1              # both sides on one thread
+    python benchmarks/bench_train.py --baseline /path/to/other/checkout   # + that minilora, interleaved
 
 How it stays honest:
 - PyTorch is written as its users write it (`torch_reference.py`: nn.Linear,
@@ -167,12 +168,19 @@ def report(results, sides):
                 mem = {s: statistics.median([r["peak_growth_mb"] for r in row[s]]) if row[s] and field == "step"
                        else float("nan") for s in sides}
                 ml = _fmt(list(meds["minilora"].values())) if meds.get("minilora") else "-"
+                if meds.get("baseline"):
+                    ks = sorted(set(meds["baseline"]) & set(meds["minilora"]))
+                    rel = _fmt([meds["minilora"][k] / meds["baseline"][k] for k in ks], 1, 2)
+                    print(f"{cfg:>3} {T:>4} {B:>3} {what:<10} baseline {_fmt(list(meds['baseline'].values())):>22}"
+                          f"  minilora / baseline {rel}")
                 pt = _fmt(list(meds["torch"].values())) if meds.get("torch") else "-"
                 rounds = sorted(set(meds.get("minilora", {})) & set(meds.get("torch", {})))
                 ratio = _fmt([meds["minilora"][k] / meds["torch"][k] for k in rounds], 1, 2) if rounds else "-"
                 print(f"{cfg:>3} {T:>4} {B:>3} {what:<10} {ml:>22} {pt:>22} {ratio:>18} "
                       f"{mem.get('minilora', float('nan')):6.0f} {mem.get('torch', float('nan')):6.0f}")
             for s in sides:
+                if s == "baseline":
+                    continue
                 full = {r["round"]: statistics.median(r["step"]) for r in by.get((cfg, T, "full", s), [])}
                 lo = {r["round"]: statistics.median(r["step"]) for r in by.get((cfg, T, "lora", s), [])}
                 ks = sorted(set(full) & set(lo))
@@ -190,6 +198,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kinds", default="full,lora")
     ap.add_argument("--out", default=None, help="also write the raw results as JSON")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="also time the minilora package found in DIR (another checkout), as side 'baseline'")
     ap.add_argument("--worker", nargs=4, metavar=("SIDE", "CFG", "T", "KIND"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -210,6 +220,11 @@ def main(argv=None):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.path.join(ROOT, "benchmarks"),
                                                         os.environ.get("PYTHONPATH")])))
+    envs = {s: env for s in sides}
+    if args.baseline:
+        sides.insert(1, "baseline")
+        envs["baseline"] = dict(env, PYTHONPATH=os.pathsep.join([os.path.abspath(args.baseline),
+                                                                  os.path.join(ROOT, "benchmarks")]))
     blocks = [(s, c, T, k) for c in configs for T in Ts for k in args.kinds.split(",") for s in sides]
     results, checked = [], set()
     for rnd in range(args.rounds):
@@ -218,28 +233,29 @@ def main(argv=None):
               file=sys.stderr, flush=True)
         for side, cfg, T, kind in order:
             load = os.getloadavg()[0]
-            cmd = [sys.executable, __file__, "--worker", side, cfg, str(T), kind, "--steps", str(args.steps),
+            cmd = [sys.executable, __file__, "--worker", "minilora" if side == "baseline" else side, cfg, str(T), kind,
+                   "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--threads", str(args.threads)]
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            p = subprocess.run(cmd, env=envs[side], capture_output=True, text=True)
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
             if p.returncode or not line:
                 sys.exit(f"worker {side} {cfg} T={T} {kind} failed:\n{p.stderr[-3000:]}")
             res = json.loads(line[0][7:])
-            res.update(round=rnd, load=load)
+            res.update(round=rnd, load=load, side=side)
             results.append(res)
             extra = f"infer {1e3 * statistics.median(res['infer']):8.1f} ms  " if "infer" in res else ""
             print(f"  {cfg} T={T:<4} {kind:<4} {side:<8} step {1e3 * statistics.median(res['step']):8.1f} ms  "
                   f"{extra}loss0 {res['loss0']:.6f}  load {load:.2f}", file=sys.stderr, flush=True)
             key = (cfg, T, kind)
             both = [r for r in results if (r["cfg"], r["T"], r["kind"]) == key]
-            if len({r["side"] for r in both}) == 2 and key not in checked:
+            if {"minilora", "torch"} <= {r["side"] for r in both} and key not in checked:
                 l0 = {r["side"]: r["loss0"] for r in both}
                 if abs(l0["minilora"] - l0["torch"]) > 1e-5 * abs(l0["torch"]):
                     sys.exit(f"{key}: the two sides compute different losses from the same weights: {l0}")
                 checked.add(key)
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(results, fh)
+        if args.out:
+            with open(args.out, "w") as fh:
+                json.dump(results, fh)
     print(f"\nfloat32, {args.threads} thread(s), vocab {VOCAB}, LoRA r={R} alpha={ALPHA:g} on c_attn; "
           f"{args.rounds} rounds x {args.steps} calls; losses equal to 1e-5 relative: "
           f"{len(checked)} of {len(set((c, T, k) for _, c, T, k in blocks))} blocks checked")
