@@ -54,7 +54,7 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
-             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0) -> FinetuneResult:
+             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0, callbacks=()) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
 
     Args:
@@ -67,6 +67,9 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         seed: seeds the LoRA initialisation and dropout, together with r: runs with different ranks
             get independent initial A (with one stream, A of rank 4 would be the first rows of A of
             rank 16, and their subspaces would overlap before any training).
+        callbacks: extra `train` callbacks (on_step_end(step, model)); the LoRA model's own
+            (`LoraModel.training_callbacks()`, e.g. AdaLoRA's rank allocation) run first. An
+            AdaLoraConfig without total_step gets cfg.max_steps.
     Returns:
         FinetuneResult.
     Raises:
@@ -77,11 +80,15 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     cfg = cfg or TrainConfig(max_steps=200)
     lora_config = lora_config or LoraConfig()
     model = copy_model(base, seed=[seed, lora_config.r] if method == "lora" else seed)
+    callbacks = list(callbacks)
     if method == "lora":
+        if getattr(lora_config, "total_step", 0) is None:
+            lora_config = lora_config.replace(total_step=cfg.max_steps)
         model = get_peft_model(model, lora_config)
+        callbacks = model.training_callbacks() + callbacks
     params = [p for p in model.parameters() if p.requires_grad]
     opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log)
+    history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log, callbacks=callbacks)
     return FinetuneResult(method=method, model=model, history=history,
                           trainable_params=int(sum(p.size for p in params)),
                           all_params=int(sum(p.size for p in model.parameters())),

@@ -381,7 +381,7 @@ def _empty_history():
 
 
 def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume=False, log=print,
-          val_batches=None) -> dict:
+          val_batches=None, callbacks=()) -> dict:
     """Train `model` on `dataset` for `cfg.max_steps` updates (see the module docstring).
 
     Args:
@@ -397,6 +397,10 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
         log: callable taking one str (print by default; `lambda s: None` for silence).
         val_batches: fixed (x, y) batches for evaluation (None: `cfg.eval_batches` batches drawn
             from the validation split with seed cfg.seed; none if the split is empty).
+        callbacks: objects with an `on_step_end(step, model)` method, called in order after each
+            optimizer step (step = 1, 2, ... the update just applied), while the parameters still
+            hold their gradients (zero_grad comes after). AdaLoRA's rank allocator uses it
+            (`LoraModel.training_callbacks()`); a callback may change parameters in place.
     Returns:
         history dict: "step", "train_loss" (every step), "lr", "val_step", "val_loss" (at eval
         points), "tokens_per_s" and "ms_per_step" (median step time of this session),
@@ -419,6 +423,10 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train: the model has no parameter with requires_grad=True")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(getattr(cb, "on_step_end", None)):
+            raise TypeError(f"train: callback {cb!r} has no on_step_end(step, model) method")
     if optimizer is None:
         optimizer = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -469,8 +477,10 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
         if cfg.grad_clip:
             clip_grad_norm(params, cfg.grad_clip)
         optimizer.step()
-        optimizer.zero_grad()
         step += 1
+        for cb in callbacks:
+            cb.on_step_end(step, model)
+        optimizer.zero_grad()
         lv = float(loss.item())
         times.append(time.perf_counter() - t0)
         if not math.isfinite(lv):

@@ -104,8 +104,11 @@ def read_adapter(path: str | PathLike) -> tuple[LoraConfig, dict[str, Any], Orde
     if meta.get("format_version", 1) != 1:
         raise ValueError(f"load_adapter: {str(cfg_file)!r} has format_version {meta['format_version']!r}; this "
                          "minilora reads format_version 1")
-    names = {f.name for f in fields(LoraConfig)}
-    config = LoraConfig.from_dict({k: v for k, v in meta.items() if k in names})
+    from .variant import VARIANTS, variant_classes  # variant.py imports the layer, which imports config
+
+    config_cls = variant_classes(meta["variant"])[1] if meta.get("variant") in VARIANTS else LoraConfig
+    names = {f.name for f in fields(config_cls)}
+    config = config_cls.from_dict({k: v for k, v in meta.items() if k in names})
     raw = mio.load_npz(npz_file)
     for k, v in raw.items():
         bad = v.ndim != 2 if k.endswith(("lora_A.weight", "lora_B.weight")) else False

@@ -281,6 +281,10 @@ class LoraModel(Module):
         """True if any LoRA layer is merged."""
         return any(m.merged for _, m in self.lora_layers())
 
+    def training_callbacks(self) -> list:
+        """Objects for `train(..., callbacks=)` that this model needs each step (none for plain LoRA)."""
+        return []
+
     def trainable_parameters(self) -> list[Parameter]:
         """The Parameters with requires_grad (what the optimizer should update)."""
         return [p for p in self.parameters() if p.requires_grad]
@@ -359,13 +363,16 @@ class LoraModel(Module):
 
 
 def get_peft_model(model: Module, config: LoraConfig) -> LoraModel:
-    """Inject LoRA into `model` (in place) per `config` and wrap it: returns a LoraModel."""
-    return LoraModel(model, config)
+    """Inject LoRA into `model` (in place) per `config` and wrap it: returns a LoraModel (or the
+    subclass the config's variant names, e.g. AdaLoraModel: `variant.variant_classes`)."""
+    from .variant import variant_classes  # variant.py imports the layer, which imports config
+
+    return variant_classes(config.variant)[0](model, config)
 
 
 def load_lora_model(base_model: Module, path: str | PathLike) -> LoraModel:
     """`get_peft_model(base_model, config from path)` then `load_adapter(path)`: a ready LoraModel."""
     config, _, _ = adapter_io.read_adapter(path)
-    model = LoraModel(base_model, config)
+    model = get_peft_model(base_model, config)
     model.load_adapter(path)
     return model

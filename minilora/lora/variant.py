@@ -46,8 +46,8 @@ from ..tensor import Tensor
 from .functional import lora_merge_delta
 from .layer import LoRAFactor, LoRALinear, lora_linear
 
-__all__ = ["LoraVariant", "VARIANTS", "LORA_INITS", "get_variant", "get_init", "init_kaiming_uniform",
-           "init_gaussian", "init_random"]
+__all__ = ["LoraVariant", "VARIANTS", "LORA_INITS", "get_variant", "variant_classes", "get_init",
+           "init_kaiming_uniform", "init_gaussian", "init_random"]
 
 
 # --------------------------------------------------------------------------- initialisations
@@ -109,6 +109,10 @@ class LoraVariant:
 
     name = "lora"
     adapter_keys: tuple[str, ...] = ("lora_A.weight", "lora_B.weight")
+    # what `get_peft_model` builds and `read_adapter` parses for this variant ("module:attribute" or None:
+    # LoraModel / LoraConfig); AdaLoRA needs its own (a loss term, a rank allocator, more options)
+    model_class: str | None = None
+    config_class: str | None = None
 
     @classmethod
     def init(cls, layer: LoRALinear, init_lora_weights: bool | str) -> None:
@@ -143,7 +147,18 @@ class LoraVariant:
         layer.weight.data = layer.weight.data - cls.delta_weight(layer)   # (d_out, d_in)
 
 
-VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant}
+VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant,
+                                                 "adalora": "minilora.lora.adalora:AdaLoraVariant"}
+
+
+def variant_classes(name: str) -> tuple[type, type]:
+    """(model class, config class) of the variant `name`: LoraModel / LoraConfig unless it names its own."""
+    from .config import LoraConfig
+    from .model import LoraModel  # model.py imports layer.py, which imports this module lazily
+
+    v = get_variant(name)
+    return (_resolve(v.model_class) if v.model_class else LoraModel,
+            _resolve(v.config_class) if v.config_class else LoraConfig)
 
 
 def get_variant(name: str) -> type[LoraVariant]:
