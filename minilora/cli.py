@@ -281,6 +281,10 @@ def add_finetune_arguments(p):
                    help="a full-match regular expression over module names instead of --target-modules "
                         "(e.g. 'transformer\\.h\\.[01]\\..*c_attn')")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
+    p.add_argument("--variant", default="lora", help="LoRA variant: lora (default) or adalora (then --init-r, "
+                   "--target-r; q and v of c_attn; compared with a plain LoRA of rank init-r)")
+    p.add_argument("--init-r", type=positive_int, default=12, help="AdaLoRA: starting rank per matrix (default 12)")
+    p.add_argument("--target-r", type=positive_int, default=4, help="AdaLoRA: average final rank (default 4)")
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
@@ -308,16 +312,20 @@ def run_finetune(args):
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out!r} is a file, not a directory")
     if args.full and (args.r != 8 or args.lora_alpha != 16.0 or args.lora_dropout or args.use_rslora
-                      or args.target_modules != ["c_attn"] or args.target_regex):
+                      or args.target_modules != ["c_attn"] or args.target_regex or args.variant != "lora"):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
-                        "--use-rslora, --target-modules, --target-regex) do not apply")
+                        "--use-rslora, --target-modules, --target-regex, --variant) do not apply")
     base = load_model(args.base)
     ds = TokenDataset(load_corpus(args.corpus))
     lr = args.lr or (1e-3 if args.full else 1e-2)
+    if args.variant == "adalora":
+        from .experiments.adalora_ranks import finetune_cli
+
+        return finetune_cli(args, base, ds, args.out or "runs/finetune-adalora", lr)
     try:
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                                  target_modules=args.target_regex or list(args.target_modules),
-                                                 use_rslora=args.use_rslora)
+                                                 use_rslora=args.use_rslora, variant=args.variant)
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
                            eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))

@@ -239,7 +239,6 @@ def test_allocator_keeps_the_budget_and_masks_lambda():
     assert m.peft_config.rank_pattern == m.rank_pattern()
 
 
-@pytest.mark.slow
 def test_finetune_ends_at_the_target_budget_and_round_trips(tmp_path):
     cfg = AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8, tinit=2, tfinal=3, deltaT=1,
                         enable_lora=[True, False, True])
@@ -329,3 +328,36 @@ def test_plain_lora_model_has_no_callbacks_and_the_variant_refuses_other_inits()
     with pytest.raises(ValueError, match="init_lora_weights"):
         LoRALinear(Linear(4, 4, rng=0), 2, 4, variant="adalora", init_lora_weights="gaussian")
     assert AdaLoraVariant.adapter_keys == ("lora_A.weight", "lora_B.weight", "lora_E.weight")
+
+
+# ----------------------------------------------------------------------------- CLI and the plot
+
+def test_cli_finetune_adalora_prints_and_plots_the_allocation(tmp_path, capsys):
+    from minilora.cli import main
+    from minilora.train import save_checkpoint
+
+    base = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=16), seed=0)
+    save_checkpoint(tmp_path / "base", base, None, 0)
+    corpus = tmp_path / "code.txt"
+    corpus.write_text("def f(x):\n    return x + 1\n" * 200)
+    out = tmp_path / "out"
+    code = main(["finetune", "--base", str(tmp_path / "base"), "--corpus", str(corpus), "--variant", "adalora",
+                 "--init-r", "4", "--target-r", "2", "--steps", "10", "--batch-size", "2", "--eval-batches", "1",
+                 "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "| h.0 | q |" in text and "| h.1 | v |" in text
+    assert "budget: 16 triplets at the start, target 8, kept 8" in text
+    assert (out / "rank_allocation.png").read_bytes()[:4] == b"\x89PNG" and (out / "adalora.md").exists()
+    m = load_lora_model(GPT(base.config, seed=0), out / "adapter")
+    assert sum(sum(v.values()) for v in m.rank_allocation().values()) == 8
+    assert main(["finetune", "--base", str(tmp_path / "base"), "--full", "--variant", "adalora"]) == 2
+
+
+def test_plot_rank_allocation_refuses_mismatched_groups(tmp_path):
+    from minilora.plots import plot_rank_allocation
+
+    with pytest.raises(ValueError, match="group 'v' has layers"):
+        plot_rank_allocation({"q": {"h.0": 1, "h.1": 2}, "v": {"h.0": 3}}, tmp_path / "x.png")
+    with pytest.raises(ValueError):
+        plot_rank_allocation({}, tmp_path / "x.png")
