@@ -361,3 +361,51 @@ def test_plot_rank_allocation_refuses_mismatched_groups(tmp_path):
         plot_rank_allocation({"q": {"h.0": 1, "h.1": 2}, "v": {"h.0": 3}}, tmp_path / "x.png")
     with pytest.raises(ValueError):
         plot_rank_allocation({}, tmp_path / "x.png")
+
+
+# ----------------------------------------------------------------------------- the exercise
+
+def _ex_fails(func, hint):
+    from minilora.exercises import check
+
+    res = check("adalora_importance", func)
+    assert not res.passed and hint in res.message, res.message
+
+
+def test_exercise_reference_matches_the_allocator_and_mistakes_get_hints():
+    from minilora.exercises import EXERCISES, check
+
+    ref = EXERCISES["adalora_importance"].reference
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((3, 4)) for _ in range(2)] + [rng.random((3, 4)) for _ in range(2)]
+    for a, b in zip(ref(*args, 0.7, 0.8), importance_update(*args, 0.7, 0.8), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert check("adalora_importance", ref).passed
+
+    def signed(w, g, ib, ub, b1, b2):
+        i = w * g
+        ib = b1 * ib + (1 - b1) * i
+        ub = b2 * ub + (1 - b2) * np.abs(i - ib)
+        return ib, ub, ib * ub
+    _ex_fails(signed, "absolute value of the product")
+
+    def old_mean(w, g, ib, ub, b1, b2):
+        i = np.abs(w * g)
+        ub = b2 * ub + (1 - b2) * np.abs(i - ib)
+        ib = b1 * ib + (1 - b1) * i
+        return ib, ub, ib * ub
+    _ex_fails(old_mean, "NEW average")
+
+    def raw_score(w, g, ib, ub, b1, b2):
+        i = np.abs(w * g)
+        ib = b1 * ib + (1 - b1) * i
+        ub = b2 * ub + (1 - b2) * np.abs(i - ib)
+        return ib, ub, i * ub
+    _ex_fails(raw_score, "SMOOTHED sensitivity")
+
+    def swapped(w, g, ib, ub, b1, b2):
+        i = np.abs(w * g)
+        ib = (1 - b1) * ib + b1 * i
+        ub = b2 * ub + (1 - b2) * np.abs(i - ib)
+        return ib, ub, ib * ub
+    _ex_fails(swapped, "OLD average")
