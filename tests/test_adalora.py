@@ -127,7 +127,7 @@ def test_orth_regularizer_values():
 
 # ----------------------------------------------------------------------------- importance and budget
 
-def test_importance_update_follows_eq_7_to_10():
+def test_importance_update_follows_the_sensitivity_and_uncertainty_emas():
     w, g = np.array([2.0, -1.0]), np.array([0.5, 3.0])
     ib, ub, s = importance_update(w, g, np.zeros(2), np.zeros(2), 0.8, 0.6)
     np.testing.assert_allclose(ib, [0.2, 0.6])                        # 0.2 · |w g| = 0.2 · [1, 3]
@@ -140,7 +140,7 @@ def test_importance_update_follows_eq_7_to_10():
         importance_update(w, g[:1], ib, ub, 0.8, 0.6)
 
 
-def test_triplet_scores_are_eq_11_per_group():
+def test_triplet_scores_sum_lambda_and_the_vector_means_per_group():
     rng = np.random.default_rng(0)
     r, slices = 2, [(0, 3), (6, 9)]
     sA, sE, sB = rng.random((4, 5)), rng.random((4, 1)), rng.random((6, 2))

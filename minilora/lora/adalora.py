@@ -19,9 +19,9 @@ so orth_reg_weight does not grow with the number of layers.) A grouped layer (en
 GPT-2's fused c_attn) holds one triplet set per group, as plain LoRA does: Q = A (g·r, d_in),
 λ = E (g·r, 1), P = B (W, r); group i uses A/E rows i·r:(i+1)·r and the B rows of its slice.
 
-Masking (eq. 5-6) sets λ_i = 0 for the least important triplets; P and Q are kept, so a masked
+Masking (§3.1, eq. 6-7) sets λ_i = 0 for the least important triplets; P and Q are kept, so a masked
 triplet can come back at a later allocation, as the paper intends. Which triplets stay is decided by
-`rank_allocator.RankAllocator` (importance eq. 8-11, cubic budget eq. 12).
+`rank_allocator.RankAllocator` (importance §3.2, eq. 8-11; the cubic budget §3.3).
 
 Scaling: PEFT's SVDLinear multiplies by lora_alpha / (ranknum + 1e-5) with ranknum = init_r fixed;
 here s = lora_alpha / init_r (`functional.lora_scaling`, r = init_r), the same without the 1e-5.
@@ -73,7 +73,7 @@ class AdaLoraConfig(LoraConfig):
         tinit: int >= 0, warm-up steps at the full budget (no masking).
         tfinal: int >= 0, final steps at the fixed final rank pattern.
         deltaT: int >= 1, re-allocate every deltaT steps during the cubic decrease.
-        beta1, beta2: in (0, 1), the EMA factors of sensitivity (eq. 8) and uncertainty (eq. 9).
+        beta1, beta2: in (0, 1), the EMA factors of the sensitivity and of its uncertainty (§3.2).
         orth_reg_weight: float >= 0, the γ of eq. 4 (0 turns the regulariser off; PEFT requires > 0).
         total_step: None or int > tinit + tfinal, the number of training steps T (required by the
             allocator; `finetune` fills it from TrainConfig.max_steps).
@@ -314,7 +314,7 @@ class AdaLoraVariant(LoraVariant):
 
     @staticmethod
     def apply_rank_mask(layer: LoRALinear, keep: np.ndarray) -> None:
-        """Keep the triplets where `keep` (g*r,) is True, set λ = 0 for the others (eq. 6; P, Q kept).
+        """Keep the triplets where `keep` (g*r,) is True, set λ = 0 for the others (§3.1, eq. 7; P, Q kept).
 
         Raises: ValueError for a wrong length; RuntimeError while merged (ΔW would change under W).
         """

@@ -1,18 +1,18 @@
 r"""AdaLoRA's rank allocator: importance scores with their moving averages, the cubic budget, the mask.
 
-Zhang et al. 2023 (arXiv:2303.10512), §3.2-3.3, in the notation of `lora/adalora.py` (P = lora_B,
+Zhang et al. 2023 (arXiv:2303.10512), §3.2 (eq. 8-11) and §3.3, in the notation of `lora/adalora.py` (P = lora_B,
 λ = lora_E, Q = lora_A). For every entry w of P, λ, Q, after the backward of step t:
 
-    I(t)  = |w · ∂L/∂w|                                  sensitivity (eq. 7)
-    Ī(t)  = β1 Ī(t−1) + (1 − β1) I(t)                    smoothed sensitivity (eq. 8)
-    Ū(t)  = β2 Ū(t−1) + (1 − β2) |I(t) − Ī(t)|           uncertainty (eq. 9)
-    s(t)  = Ī(t) · Ū(t)                                  the entry's importance (eq. 10)
+    I(t)  = |w · ∂L/∂w|                                  sensitivity
+    Ī(t)  = β1 Ī(t−1) + (1 − β1) I(t)                    smoothed sensitivity
+    Ū(t)  = β2 Ū(t−1) + (1 − β2) |I(t) − Ī(t)|           uncertainty
+    s(t)  = Ī(t) · Ū(t)                                  the entry's importance
 
-and the importance of triplet i of a matrix (its i-th singular value with its two vectors, eq. 11):
+and the importance of triplet i of a matrix (its i-th singular value with its two vectors):
 
     S_i = s(λ_i) + (1/d1) Σ_j s(P_ji) + (1/d2) Σ_j s(Q_ij)       d1 = rows of P, d2 = columns of Q
 
-The budget b(t) is the total number of triplets kept over all adapted matrices (eq. 12, PEFT's
+The budget b(t) is the total number of triplets kept over all adapted matrices (§3.3, PEFT's
 `budget_schedule`): b(0) = init_r · n during the warm-up t <= tinit, then a cubic decrease
 
     b(t) = ⌊b(T) + (b(0) − b(T)) (1 − (t − tinit) / (T − tfinal − tinit))³⌋
@@ -43,7 +43,7 @@ _KEYS = ("lora_A.weight", "lora_E.weight", "lora_B.weight")
 
 def importance_update(weight: np.ndarray, grad: np.ndarray, ipt_bar: np.ndarray, unc_bar: np.ndarray,
                       beta1: float, beta2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One step of eq. 7-10 for every entry of one parameter: returns (Ī(t), Ū(t), s(t)), each of w's shape.
+    """One step of the importance EMAs (§3.2) for every entry of a parameter: (Ī(t), Ū(t), s(t)), w's shape.
 
     Args: weight, grad: the parameter and its gradient, same shape. ipt_bar, unc_bar: the previous
     Ī(t−1), Ū(t−1) (zeros at the first step). beta1, beta2: in (0, 1).
@@ -52,16 +52,16 @@ def importance_update(weight: np.ndarray, grad: np.ndarray, ipt_bar: np.ndarray,
     if not (weight.shape == grad.shape == ipt_bar.shape == unc_bar.shape):
         raise ValueError(f"importance_update: shapes differ: weight {weight.shape}, grad {grad.shape}, "
                          f"ipt_bar {ipt_bar.shape}, unc_bar {unc_bar.shape}")
-    ipt = np.abs(weight * grad)                                   # I(t), eq. 7
-    ipt_bar = beta1 * ipt_bar + (1 - beta1) * ipt                 # eq. 8
-    unc_bar = beta2 * unc_bar + (1 - beta2) * np.abs(ipt - ipt_bar)   # eq. 9 (with the new Ī, as PEFT)
-    return ipt_bar, unc_bar, ipt_bar * unc_bar                    # s(t), eq. 10
+    ipt = np.abs(weight * grad)                                   # I(t): sensitivity
+    ipt_bar = beta1 * ipt_bar + (1 - beta1) * ipt                 # Ī(t): smoothed
+    unc_bar = beta2 * unc_bar + (1 - beta2) * np.abs(ipt - ipt_bar)   # Ū(t): with the new Ī, as PEFT
+    return ipt_bar, unc_bar, ipt_bar * unc_bar                    # s(t) = Ī · Ū
 
 
 def triplet_scores(s_A: np.ndarray, s_E: np.ndarray, s_B: np.ndarray, r: int, slices=None) -> np.ndarray:
-    """Eq. 11 for every triplet of one layer: S (g*r,) from the entry scores of Q, λ, P.
+    """The triplet importance (§3.2) for every triplet of one layer: S (g*r,) from the entry scores of Q, λ, P.
 
-    Args: s_A (g*r, d_in), s_E (g*r, 1), s_B (W, r) entry scores (eq. 10); r, slices as the layer's.
+    Args: s_A (g*r, d_in), s_E (g*r, 1), s_B (W, r) entry scores s(t); r, slices as the layer's.
     Group i: S[i*r + j] = s_E[i*r+j] + mean over the B rows of slice i of s_B[:, j] + mean of s_A[i*r+j, :].
     """
     S = s_E.reshape(-1) + s_A.mean(axis=1)                         # (g*r,)
@@ -72,7 +72,7 @@ def triplet_scores(s_A: np.ndarray, s_E: np.ndarray, s_B: np.ndarray, r: int, sl
 
 def budget_schedule(step: int, init_bgt: int, target_bgt: int, tinit: int, tfinal: int, total_step: int,
                     deltaT: int) -> tuple[int, bool]:
-    """(b(t), whether to re-allocate at this step): eq. 12 as in the module docstring (PEFT's rule)."""
+    """(b(t), whether to re-allocate at this step): §3.3 as in the module docstring (PEFT's rule)."""
     if step <= tinit:
         return init_bgt, False
     if step > total_step - tfinal:
@@ -86,7 +86,7 @@ class RankAllocator:
 
     Args: model (AdaLoraModel), config (its AdaLoraConfig; total_step must be set before `step`).
     Attributes: init_bgt = Σ g·init_r, target_bgt = target_r · (number of adapted matrices),
-    ipt_bar / unc_bar: {parameter name: array} (Ī, Ū of eq. 8-9), budget: the last b(t) applied.
+    ipt_bar / unc_bar: {parameter name: array} (Ī, Ū), budget: the last b(t) applied.
     """
 
     def __init__(self, model: AdaLoraModel, config: AdaLoraConfig):
@@ -114,17 +114,17 @@ class RankAllocator:
         return budget_schedule(step, self.init_bgt, self.target_bgt, c.tinit, c.tfinal, c.total_step, c.deltaT)
 
     def update_ipt(self) -> None:
-        """Eq. 7-10 for every entry of every P, λ, Q, from their current `.grad` (None counts as 0)."""
+        """The importance EMAs for every entry of every P, λ, Q, from their current `.grad` (None counts as 0)."""
         c = self.config
         for name, m in self.model.lora_layers():
             for key in _KEYS:
                 p = m.get_parameter(key)
                 full = f"{name}.{key}"
                 g = p.grad if p.grad is not None else np.zeros_like(p.data)
-                zero = np.zeros(p.shape, dtype=np.float64)
+                if full not in self.ipt_bar:
+                    self.ipt_bar[full] = self.unc_bar[full] = np.zeros(p.shape, dtype=np.float64)
                 ib, ub, s = importance_update(p.data.astype(np.float64), g.astype(np.float64),
-                                              self.ipt_bar.get(full, zero), self.unc_bar.get(full, zero),
-                                              c.beta1, c.beta2)
+                                              self.ipt_bar[full], self.unc_bar[full], c.beta1, c.beta2)
                 self.ipt_bar[full], self.unc_bar[full], self.score[full] = ib, ub, s
 
     def triplet_scores(self) -> dict[str, np.ndarray]:

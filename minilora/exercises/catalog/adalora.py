@@ -49,8 +49,8 @@ def _hint(f: Failure):
         ])
     if out == "unc_bar":
         return _first_hint(f, [
-            (b2 * ub0 + (1 - b2) * np.abs(I - ib0), "eq. 9 compares I with the NEW average Ī(t) (after this step's "
-                                                    "update), not with Ī(t-1)."),
+            (b2 * ub0 + (1 - b2) * np.abs(I - ib0), "the uncertainty compares I with the NEW average Ī(t) (after "
+                                                    "this step's update), not with Ī(t-1)."),
             ((1 - b2) * ub0 + b2 * np.abs(I - ib), "beta2 multiplies the OLD average Ū(t-1)."),
             (b1 * ub0 + (1 - b1) * np.abs(I - ib), "the uncertainty average uses beta2, not beta1."),
             (b2 * ub0 + (1 - b2) * (I - ib), "the uncertainty is the absolute deviation |I - Ī(t)|."),
@@ -63,7 +63,7 @@ def _hint(f: Failure):
 
 
 EXERCISES = (
-    make("adalora_importance", "AdaLoRA's importance: sensitivity EMA x uncertainty EMA (eq. 7-10)",
+    make("adalora_importance", "AdaLoRA's importance: sensitivity EMA x uncertainty EMA (AdaLoRA §3.2)",
          ["ipt_bar", "unc_bar", "score"], _importance_inputs(),
          [("first step from zeros: weight [2, -1], grad [0.5, 3], beta1 0.8, beta2 0.6",
            _case([2.0, -1.0], [0.5, 3.0], beta1=0.8, beta2=0.6)),

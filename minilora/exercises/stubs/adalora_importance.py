@@ -1,4 +1,4 @@
-"""Exercise: AdaLoRA's importance score of every entry of a parameter (Zhang et al. 2023, eq. 7-10)."""
+"""Exercise: AdaLoRA's importance score of every entry of a parameter (Zhang et al. 2023, §3.2)."""
 
 
 def adalora_importance(weight, grad, ipt_bar, unc_bar, beta1, beta2):
@@ -11,11 +11,11 @@ def adalora_importance(weight, grad, ipt_bar, unc_bar, beta1, beta2):
         beta1, beta2: floats in (0, 1), the moving-average factors.
     Result: a tuple (ipt_bar, unc_bar, score) of three new float64 arrays of that shape.
 
-    Formula (AdaLoRA, arXiv:2303.10512, eq. 7-10):
-        I    = |weight * grad|                               sensitivity (eq. 7)
-        Ī(t) = beta1 * Ī(t-1) + (1 - beta1) * I              (eq. 8)
-        Ū(t) = beta2 * Ū(t-1) + (1 - beta2) * |I - Ī(t)|      (eq. 9: the NEW Ī(t))
-        s    = Ī(t) * Ū(t)                                   (eq. 10)
+    Formula (AdaLoRA, arXiv:2303.10512, §3.2):
+        I    = |weight * grad|                               sensitivity
+        Ī(t) = beta1 * Ī(t-1) + (1 - beta1) * I              smoothed sensitivity
+        Ū(t) = beta2 * Ū(t-1) + (1 - beta2) * |I - Ī(t)|      uncertainty, with the NEW Ī(t)
+        s    = Ī(t) * Ū(t)                                   importance
 
     Hints:
       1. The sensitivity is the size of the first-order change of the loss if w were set to 0:
