@@ -142,8 +142,24 @@ class LoraVariant:
         """W <- W - ΔW, the same ΔW again (no pristine copy of W0 is kept: see layer.py)."""
         layer.weight.data = layer.weight.data - cls.delta_weight(layer)   # (d_out, d_in)
 
+    # ---- model-level state (VeRA's shared projections); plain LoRA has none --------------------
+    @classmethod
+    def prepare_model(cls, model: Any) -> None:
+        """Called by `LoraModel` once its layers exist (and by `add_adapter`): set up what the layers
+        of this variant share across the model. Plain LoRA: nothing."""
 
-VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant}
+    @classmethod
+    def model_tensors(cls, model: Any) -> dict[str, np.ndarray]:
+        """Model-level tensors the adapter file stores besides each layer's `adapter_keys`
+        (VeRA: vera_A, vera_B). Plain LoRA: none."""
+        return {}
+
+    @classmethod
+    def load_model_tensors(cls, model: Any, tensors: dict[str, np.ndarray]) -> None:
+        """Take the model-level tensors back from a file (keys as `model_tensors`). Plain LoRA: nothing."""
+
+
+VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant, "vera": "minilora.lora.vera:Vera"}
 
 
 def get_variant(name: str) -> type[LoraVariant]:
