@@ -196,8 +196,10 @@ def add_sample_arguments(p):
                    help="sampling temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely bytes")
     p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--adapter", default=None,
-                   help="a LoRA adapter folder (from `minilora finetune`) to apply to the checkpoint")
+    p.add_argument("--adapter", action="append", default=None, metavar="[NAME=]PATH",
+                   help="a LoRA adapter folder (from `minilora finetune`) to apply to the checkpoint; give "
+                        "several as NAME=PATH to sample the same prompt once per adapter, all in one "
+                        "mixed-adapter batch (`__base__=` for the base model alone)")
 
 
 def run_sample(args):
@@ -208,13 +210,57 @@ def run_sample(args):
     if not os.path.exists(args.ckpt):
         raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
     model = load_model(args.ckpt)
+    if args.adapter and len(args.adapter) > 1:
+        return _sample_many_adapters(model, args)
     if args.adapter:
         from .lora import load_lora_model
 
-        if not os.path.isdir(args.adapter):
-            raise UserError(f"no adapter folder at {args.adapter!r} (make one with `minilora finetune`)")
-        model = load_lora_model(model, args.adapter).eval()
+        path = args.adapter[0].partition("=")[2] if _named_adapter(args.adapter[0]) else args.adapter[0]
+        if not os.path.isdir(path):
+            raise UserError(f"no adapter folder at {path!r} (make one with `minilora finetune`)")
+        model = load_lora_model(model, path).eval()
     print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    return 0
+
+
+def _named_adapter(spec):
+    name, eq, _ = spec.partition("=")
+    return bool(eq) and bool(name) and not any(c in name for c in "/\\.")
+
+
+def _sample_many_adapters(model, args):
+    """One row per NAME=PATH adapter, sampled together in one mixed-adapter batch (lora/adapters.py)."""
+    from .data import ByteTokenizer
+    from .lora import load_lora_model
+    from .lora.adapters import BASE_ADAPTER
+    from .sampling import printable
+
+    specs = [a.partition("=") for a in args.adapter]
+    if not all(_named_adapter(a) for a in args.adapter):
+        raise UserError("with several --adapter options, name each one: --adapter NAME=PATH")
+    names = [n for n, _, _ in specs]
+    if len(set(names)) < len(names):
+        raise UserError(f"--adapter names must differ, got {names}")
+    lora = None
+    for name, _, path in specs:
+        if name == BASE_ADAPTER:
+            continue
+        if not os.path.isdir(path):
+            raise UserError(f"no adapter folder at {path!r} (make one with `minilora finetune`)")
+        if lora is None:
+            lora = load_lora_model(model, path, adapter_name=name)
+        else:
+            lora.load_adapter(path, adapter_name=name)
+    if lora is None:
+        raise UserError("--adapter: name at least one adapter folder besides __base__")
+    lora.eval()
+    tok = ByteTokenizer()
+    ids = tok.encode(args.prompt or "\n")[None, :].repeat(len(names), axis=0)      # (K, T0): one row per adapter
+    with lora.mixed_batch(names):
+        out = lora.generate(ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            seed=args.seed)
+    for name, row in zip(names, out, strict=True):
+        print(f"--- {name}\n{printable(tok.decode(row))}")
     return 0
 
 
@@ -281,6 +327,9 @@ def add_finetune_arguments(p):
                    help="a full-match regular expression over module names instead of --target-modules "
                         "(e.g. 'transformer\\.h\\.[01]\\..*c_attn')")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
+    p.add_argument("--variant", choices=["lora", "vera"], default="lora",
+                   help="lora (default) or vera: VeRA's frozen shared random A, B and trained vectors d (r), "
+                        "b (d_out); give it a large --r (e.g. 128) and a larger --lr (e.g. 5e-2)")
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
@@ -308,9 +357,9 @@ def run_finetune(args):
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out!r} is a file, not a directory")
     if args.full and (args.r != 8 or args.lora_alpha != 16.0 or args.lora_dropout or args.use_rslora
-                      or args.target_modules != ["c_attn"] or args.target_regex):
+                      or args.target_modules != ["c_attn"] or args.target_regex or args.variant != "lora"):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
-                        "--use-rslora, --target-modules, --target-regex) do not apply")
+                        "--use-rslora, --target-modules, --target-regex, --variant) do not apply")
     base = load_model(args.base)
     ds = TokenDataset(load_corpus(args.corpus))
     lr = args.lr or (1e-3 if args.full else 1e-2)
@@ -318,6 +367,11 @@ def run_finetune(args):
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                                  target_modules=args.target_regex or list(args.target_modules),
                                                  use_rslora=args.use_rslora)
+        if args.variant == "vera":
+            from .lora.vera import VeraConfig
+
+            lcfg = VeraConfig(r=args.r, target_modules=lcfg.target_modules, vera_dropout=args.lora_dropout,
+                              use_rslora=args.use_rslora)
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
                            eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
