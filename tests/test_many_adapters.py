@@ -212,7 +212,8 @@ def test_add_weighted_adapter_in_delta_w_space(kind):
     assert slots["mix"].config.r == {"svd": 4, "cat": 4, "linear": 2}[kind] and slots["mix"].config.scaling == 1.0
     for pos in slots["mix"].names:
         mix = slots["mix"].layers[pos].delta_weight()
-        parts = [(slots[a].layers[pos], wi) for a, wi in zip(["default", "b"], w, strict=True) if pos in slots[a].layers]
+        parts = [(slots[a].layers[pos], wi) for a, wi in zip(["default", "b"], w, strict=True)
+                 if pos in slots[a].layers]
         want = sum(wi * m.delta_weight() for m, wi in parts)
         if kind == "linear" and len(parts) == 2:
             (m1, w1), (m2, w2) = parts
