@@ -197,9 +197,8 @@ def add_sample_arguments(p):
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely bytes")
     p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
     p.add_argument("--adapter", action="append", default=None, metavar="[NAME=]PATH",
-                   help="a LoRA adapter folder (from `minilora finetune`) to apply to the checkpoint; give "
-                        "several as NAME=PATH to sample the same prompt once per adapter, all in one "
-                        "mixed-adapter batch (`__base__=` for the base model alone)")
+                   help="a LoRA adapter folder (from `minilora finetune`) to apply to the checkpoint; several as "
+                        "NAME=PATH: one sample per adapter in one mixed-adapter batch (__base__= for the base)")
 
 
 def run_sample(args):
@@ -210,57 +209,17 @@ def run_sample(args):
     if not os.path.exists(args.ckpt):
         raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
     model = load_model(args.ckpt)
-    if args.adapter and len(args.adapter) > 1:
-        return _sample_many_adapters(model, args)
     if args.adapter:
-        from .lora import load_lora_model
+        from .sampling import generate_with_adapters
 
-        path = args.adapter[0].partition("=")[2] if _named_adapter(args.adapter[0]) else args.adapter[0]
-        if not os.path.isdir(path):
-            raise UserError(f"no adapter folder at {path!r} (make one with `minilora finetune`)")
-        model = load_lora_model(model, path).eval()
+        try:
+            texts = generate_with_adapters(model, args.adapter, args.prompt, args.max_new_tokens, args.temperature,
+                                           args.top_k, args.seed)
+        except FileNotFoundError as e:
+            raise UserError(f"{e} (make one with `minilora finetune`)") from None
+        print(texts[0][1] if len(texts) == 1 else "\n".join(f"--- {n}\n{t}" for n, t in texts))
+        return 0
     print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
-    return 0
-
-
-def _named_adapter(spec):
-    name, eq, _ = spec.partition("=")
-    return bool(eq) and bool(name) and not any(c in name for c in "/\\.")
-
-
-def _sample_many_adapters(model, args):
-    """One row per NAME=PATH adapter, sampled together in one mixed-adapter batch (lora/adapters.py)."""
-    from .data import ByteTokenizer
-    from .lora import load_lora_model
-    from .lora.adapters import BASE_ADAPTER
-    from .sampling import printable
-
-    specs = [a.partition("=") for a in args.adapter]
-    if not all(_named_adapter(a) for a in args.adapter):
-        raise UserError("with several --adapter options, name each one: --adapter NAME=PATH")
-    names = [n for n, _, _ in specs]
-    if len(set(names)) < len(names):
-        raise UserError(f"--adapter names must differ, got {names}")
-    lora = None
-    for name, _, path in specs:
-        if name == BASE_ADAPTER:
-            continue
-        if not os.path.isdir(path):
-            raise UserError(f"no adapter folder at {path!r} (make one with `minilora finetune`)")
-        if lora is None:
-            lora = load_lora_model(model, path, adapter_name=name)
-        else:
-            lora.load_adapter(path, adapter_name=name)
-    if lora is None:
-        raise UserError("--adapter: name at least one adapter folder besides __base__")
-    lora.eval()
-    tok = ByteTokenizer()
-    ids = tok.encode(args.prompt or "\n")[None, :].repeat(len(names), axis=0)      # (K, T0): one row per adapter
-    with lora.mixed_batch(names):
-        out = lora.generate(ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            seed=args.seed)
-    for name, row in zip(names, out, strict=True):
-        print(f"--- {name}\n{printable(tok.decode(row))}")
     return 0
 
 
@@ -346,7 +305,7 @@ def run_finetune(args):
     from . import perf
     from .data import TokenDataset, load_corpus
     from .finetune import finetune
-    from .lora import LoraConfig
+    from .lora import LoraConfig, VeraConfig
     from .train import TrainConfig, evaluate, load_model, save_checkpoint
 
     perf.configure_malloc()
@@ -368,8 +327,6 @@ def run_finetune(args):
                                                  target_modules=args.target_regex or list(args.target_modules),
                                                  use_rslora=args.use_rslora)
         if args.variant == "vera":
-            from .lora.vera import VeraConfig
-
             lcfg = VeraConfig(r=args.r, target_modules=lcfg.target_modules, vera_dropout=args.lora_dropout,
                               use_rslora=args.use_rslora)
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
