@@ -6,6 +6,11 @@ Broadcasting ops call `unbroadcast` visibly. Ops keep their input dtype (float32
 Fused ops (`linear`, `softmax`, `log_softmax`, `layer_norm`, `cross_entropy`, `attention`) have a
 backward derived by hand for speed and stability; each keeps a `*_composed` twin built only from
 primitives, which the tests use as the oracle (fused == composed == finite differences).
+Each `Function` class is followed by its public function and, for a fused op, its composed twin,
+so one screen shows the whole op.
+
+Sums over the row axis (bias gradients, `unbroadcast`, `sum`/`mean` over leading axes) go through
+`function.reduce_sum`, whose float32 error does not grow with the number of rows.
 
 Shape letters: B batch, T time, C channels, nh heads, hs head size (C = nh*hs), V vocabulary, N rows.
 """
@@ -13,11 +18,16 @@ from __future__ import annotations
 
 import builtins
 import math
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 
-from .function import Function, unbroadcast
+from .function import Function, reduce_sum, unbroadcast
 from .tensor import Tensor
+
+TensorLike = Union[Tensor, np.ndarray, float]   # what an op accepts; arrays and numbers become constants
+Axis = Union[int, tuple, None]                  # one axis, several, or None for all
 
 
 def _shape_error(op, a, b, why="cannot be broadcast together"):
@@ -43,11 +53,29 @@ def _norm_axis(axis, ndim):
     return tuple(sorted(set(out)))
 
 
-def _expand(g, shape, axes, keepdims):
-    """Reshape a reduced gradient so it broadcasts against the unreduced input of `shape`."""
+def _expand(g, axes, keepdims):
+    """Give a reduced gradient back its reduced axes (size 1), so it broadcasts against the input."""
     if not keepdims:
         g = np.expand_dims(g, axes) if axes else g
     return g
+
+
+def _centre(x, axes):
+    """x minus its mean over axes, exact for a constant slice (which gives exactly 0).
+
+    The mean is taken of d = x - x0, x0 the first element along the axes: d is exact for a constant
+    slice and has no large common offset. (In float32, mean(x) of 7 copies of 1e6 + 0.1 is one
+    float32 step, 0.0625, off, and normalising by the tiny variance blows that up to ~1.) Shifting x
+    changes neither the variance nor its gradient, so x0 is a constant."""
+    x0 = x[tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))]
+    n = x.dtype.type(math.prod(x.shape[a] for a in axes))
+    d = x - x0
+    d -= reduce_sum(d, axes, keepdims=True) / n
+    return d
+
+
+def _t(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
 
 
 # ============================================================ elementwise arithmetic
@@ -66,6 +94,11 @@ class Add(Function):
         return unbroadcast(g, sa), unbroadcast(g, sb)
 
 
+def add(a: TensorLike, b: TensorLike) -> Tensor:
+    """a + b with broadcasting. Shapes: any broadcast-compatible pair -> the broadcast shape."""
+    return Add.apply(a, b)
+
+
 class Sub(Function):
     """y = a - b (broadcasting).  da = unbroadcast(g), db = -unbroadcast(g)."""
 
@@ -79,6 +112,11 @@ class Sub(Function):
     def backward(ctx, g):
         sa, sb = ctx.shapes
         return unbroadcast(g, sa), -unbroadcast(g, sb)
+
+
+def sub(a: TensorLike, b: TensorLike) -> Tensor:
+    """a - b with broadcasting."""
+    return Sub.apply(a, b)
 
 
 class Mul(Function):
@@ -98,6 +136,11 @@ class Mul(Function):
                 unbroadcast(g * a, b.shape) if nb else None)
 
 
+def mul(a: TensorLike, b: TensorLike) -> Tensor:
+    """a * b (elementwise) with broadcasting."""
+    return Mul.apply(a, b)
+
+
 class Div(Function):
     """y = a / b (broadcasting).  da = unbroadcast(g / b), db = unbroadcast(-g * a / b**2)."""
 
@@ -115,6 +158,11 @@ class Div(Function):
                 unbroadcast(-g * a / (b * b), b.shape) if nb else None)
 
 
+def div(a: TensorLike, b: TensorLike) -> Tensor:
+    """a / b (elementwise) with broadcasting."""
+    return Div.apply(a, b)
+
+
 class Neg(Function):
     """y = -x.  dx = -g."""
 
@@ -127,10 +175,17 @@ class Neg(Function):
         return (-g,)
 
 
+def neg(x: TensorLike) -> Tensor:
+    """-x."""
+    return Neg.apply(x)
+
+
 class Pow(Function):
     """y = x ** p for a constant exponent p.  dx = g * p * x**(p-1).
 
     p = 2 and p = 3 use products (NumPy's float power of negative bases is ~300x slower).
+    p = 0: y = 1 everywhere, so dx = 0, also at x = 0 where p * x**(p-1) would be 0 * inf = nan
+    (PyTorch gives 0 too). For p >= 1 the formula is finite at 0 (1 for p = 1, 0 for p > 1).
     """
 
     @staticmethod
@@ -146,6 +201,8 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, g):
         (x,), p = ctx.saved, ctx.p
+        if p == 0:
+            return (np.zeros_like(g),)
         if p == 2:
             d = 2 * x
         elif p == 3:
@@ -153,6 +210,17 @@ class Pow(Function):
         else:
             d = p * np.power(x, x.dtype.type(p - 1))
         return (g * d.astype(x.dtype, copy=False),)
+
+
+def pow(x: TensorLike, p: float) -> Tensor:
+    """x ** p for a constant (non-tensor) exponent p.
+
+    Raises:
+        TypeError: p is a Tensor (only constant exponents are supported).
+    """
+    if isinstance(p, Tensor):
+        raise TypeError("pow: the exponent must be a Python number, not a Tensor")
+    return Pow.apply(x, p=float(p))
 
 
 # ============================================================ elementwise functions
@@ -170,6 +238,11 @@ class Exp(Function):
         return (g * ctx.saved[0],)
 
 
+def exp(x: TensorLike) -> Tensor:
+    """exp(x), elementwise."""
+    return Exp.apply(x)
+
+
 class Log(Function):
     """y = log(x) (natural).  dx = g / x."""
 
@@ -181,6 +254,11 @@ class Log(Function):
     @staticmethod
     def backward(ctx, g):
         return (g / ctx.saved[0],)
+
+
+def log(x: TensorLike) -> Tensor:
+    """Natural log, elementwise."""
+    return Log.apply(x)
 
 
 class Sqrt(Function):
@@ -195,6 +273,11 @@ class Sqrt(Function):
     @staticmethod
     def backward(ctx, g):
         return (g / (2 * ctx.saved[0]),)
+
+
+def sqrt(x: TensorLike) -> Tensor:
+    """Square root, elementwise."""
+    return Sqrt.apply(x)
 
 
 class Tanh(Function):
@@ -212,6 +295,11 @@ class Tanh(Function):
         return (g * (1 - y * y),)
 
 
+def tanh(x: TensorLike) -> Tensor:
+    """tanh, elementwise."""
+    return Tanh.apply(x)
+
+
 class Sigmoid(Function):
     """y = 1 / (1 + exp(-x)), computed stably as (1 + tanh(x/2)) / 2.  dx = g * y * (1 - y)."""
 
@@ -227,6 +315,11 @@ class Sigmoid(Function):
         return (g * y * (1 - y),)
 
 
+def sigmoid(x: TensorLike) -> Tensor:
+    """Logistic sigmoid, elementwise."""
+    return Sigmoid.apply(x)
+
+
 class ReLU(Function):
     """y = max(x, 0).  dx = g * [x > 0] (convention: the derivative at 0 is 0)."""
 
@@ -238,6 +331,11 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         return (g * ctx.saved[0],)
+
+
+def relu(x: TensorLike) -> Tensor:
+    """max(x, 0), elementwise (derivative 0 at 0)."""
+    return ReLU.apply(x)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -284,6 +382,11 @@ class GELU(Function):
         return (d.reshape(ctx.shape),)
 
 
+def gelu(x: TensorLike) -> Tensor:
+    """GPT-2's tanh-approximate GELU, elementwise."""
+    return GELU.apply(x)
+
+
 # ============================================================ reductions
 class Sum(Function):
     """y = sum(x, axis).  dx = g broadcast back over the summed axes."""
@@ -291,11 +394,16 @@ class Sum(Function):
     @staticmethod
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _norm_axis(axis, x.ndim), keepdims, x.shape
-        return np.asarray(x.sum(axis=ctx.axes, keepdims=keepdims))
+        return reduce_sum(x, ctx.axes, keepdims)                  # float32: pairwise over rows
 
     @staticmethod
     def backward(ctx, g):
-        return (np.broadcast_to(_expand(g, ctx.shape, ctx.axes, ctx.keepdims), ctx.shape),)
+        return (np.broadcast_to(_expand(g, ctx.axes, ctx.keepdims), ctx.shape),)
+
+
+def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Sum over axis (int, tuple or None for all); keepdims keeps reduced axes as size 1."""
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
 
 
 class Mean(Function):
@@ -305,33 +413,45 @@ class Mean(Function):
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _norm_axis(axis, x.ndim), keepdims, x.shape
         ctx.n = int(np.prod([x.shape[a] for a in ctx.axes])) if ctx.axes else 1
-        return np.asarray(x.mean(axis=ctx.axes, keepdims=keepdims))
+        with np.errstate(invalid="ignore"):                       # the mean of nothing is nan, as np.mean
+            return np.asarray(reduce_sum(x, ctx.axes, keepdims) / x.dtype.type(ctx.n))
 
     @staticmethod
     def backward(ctx, g):
-        g = _expand(g, ctx.shape, ctx.axes, ctx.keepdims) / g.dtype.type(ctx.n)
+        g = _expand(g, ctx.axes, ctx.keepdims) / g.dtype.type(ctx.n)
         return (np.broadcast_to(g, ctx.shape),)
+
+
+def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Mean over axis (int, tuple or None for all)."""
+    return Mean.apply(x, axis=axis, keepdims=keepdims)
 
 
 class Var(Function):
     """Population variance y = mean((x - mean(x))^2, axis) (ddof = 0, as LayerNorm uses).
 
-    dx = g * 2 (x - mean(x)) / n.
+    dx = g * 2 (x - mean(x)) / n. Centred first (two passes) and from a shifted copy, so a constant
+    slice gives exactly 0 at any magnitude.
     """
 
     @staticmethod
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.axes, ctx.keepdims, ctx.shape = _norm_axis(axis, x.ndim), keepdims, x.shape
         ctx.n = int(np.prod([x.shape[a] for a in ctx.axes])) if ctx.axes else 1
-        xc = x - x.mean(axis=ctx.axes, keepdims=True)
+        xc = _centre(x, ctx.axes)                                 # a constant slice has var exactly 0
         ctx.save_for_backward(xc)
-        return np.asarray((xc * xc).mean(axis=ctx.axes, keepdims=keepdims))
+        return np.asarray(reduce_sum(xc * xc, ctx.axes, keepdims) / x.dtype.type(ctx.n))
 
     @staticmethod
     def backward(ctx, g):
         (xc,) = ctx.saved
-        g = _expand(g, ctx.shape, ctx.axes, ctx.keepdims)
+        g = _expand(g, ctx.axes, ctx.keepdims)
         return (g * xc * xc.dtype.type(2.0 / ctx.n),)
+
+
+def var(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Population variance (ddof=0) over axis."""
+    return Var.apply(x, axis=axis, keepdims=keepdims)
 
 
 class Max(Function):
@@ -350,7 +470,12 @@ class Max(Function):
     @staticmethod
     def backward(ctx, g):
         (share,) = ctx.saved
-        return ((_expand(g, ctx.shape, ctx.axes, ctx.keepdims) * share).astype(share.dtype, copy=False),)
+        return ((_expand(g, ctx.axes, ctx.keepdims) * share).astype(share.dtype, copy=False),)
+
+
+def max(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
+    """Maximum over axis; tied maxima split the gradient evenly."""
+    return Max.apply(x, axis=axis, keepdims=keepdims)
 
 
 # ============================================================ shape ops
@@ -370,6 +495,11 @@ class Reshape(Function):
         return (g.reshape(ctx.shape),)
 
 
+def reshape(x: TensorLike, shape: int | Sequence[int]) -> Tensor:
+    """x reshaped to shape (one -1 allowed)."""
+    return Reshape.apply(x, shape=tuple(shape) if not isinstance(shape, int) else (shape,))
+
+
 class Transpose(Function):
     """y = x.transpose(axes) (axes None reverses them).  dx = g.transpose(inverse permutation)."""
 
@@ -384,6 +514,11 @@ class Transpose(Function):
     @staticmethod
     def backward(ctx, g):
         return (g.transpose(ctx.inv),)
+
+
+def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
+    """Permute axes (None reverses them)."""
+    return Transpose.apply(x, axes=axes)
 
 
 def _is_advanced(idx):
@@ -417,6 +552,31 @@ class GetItem(Function):
         return (dx,)
 
 
+def getitem(x: TensorLike, idx) -> Tensor:
+    """x[idx]: basic and advanced (integer/boolean array) indexing; repeated indices accumulate."""
+    return GetItem.apply(x, idx=idx)
+
+
+def split(x: TensorLike, indices_or_sections: int | Sequence[int], axis: int = -1) -> list[Tensor]:
+    """Split x along axis like np.split; returns a list of tensors (each a differentiable slice).
+
+    Raises:
+        ValueError: an integer number of sections that does not divide the axis.
+    """
+    x = _t(x)
+    n = x.shape[axis]
+    if isinstance(indices_or_sections, int):
+        if indices_or_sections <= 0 or n % indices_or_sections:
+            raise ValueError(f"split: axis of length {n} cannot be split into {indices_or_sections} equal parts")
+        step = n // indices_or_sections
+        bounds = list(range(0, n + 1, step))
+    else:
+        bounds = [0, *indices_or_sections, n]
+    ax = axis % x.ndim
+    pre = (slice(None),) * ax
+    return [getitem(x, pre + (slice(lo, hi),)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 class Concatenate(Function):
     """y = concatenate(xs, axis).  dx_i = the slice of g that x_i occupies."""
 
@@ -429,7 +589,7 @@ class Concatenate(Function):
             raise ValueError("concatenate: zero-dimensional arrays cannot be concatenated")
         ax = axis % nd
         for x in xs:
-            if x.ndim != nd or any(s != t for i, (s, t) in enumerate(zip(x.shape, xs[0].shape)) if i != ax):
+            if x.ndim != nd or any(x.shape[i] != xs[0].shape[i] for i in range(nd) if i != ax):
                 raise ValueError(f"concatenate: shapes {xs[0].shape} and {x.shape} differ off axis {axis}")
         ctx.axis, ctx.splits = ax, np.cumsum([x.shape[ax] for x in xs])[:-1]
         return np.concatenate(xs, axis=ax)
@@ -437,6 +597,11 @@ class Concatenate(Function):
     @staticmethod
     def backward(ctx, g):
         return tuple(np.split(g, ctx.splits, axis=ctx.axis))
+
+
+def concatenate(xs: Sequence[TensorLike], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis; all other dims must agree (ValueError otherwise)."""
+    return Concatenate.apply(*xs, axis=axis)
 
 
 class Stack(Function):
@@ -455,6 +620,11 @@ class Stack(Function):
     @staticmethod
     def backward(ctx, g):
         return tuple(np.take(g, i, axis=ctx.axis) for i in range(g.shape[ctx.axis]))
+
+
+def stack(xs: Sequence[TensorLike], axis: int = 0) -> Tensor:
+    """Stack same-shaped tensors along a new axis."""
+    return Stack.apply(*xs, axis=axis)
 
 
 # ============================================================ matmul and linear
@@ -498,13 +668,23 @@ class MatMul(Function):
         return da, db
 
 
+def matmul(a: TensorLike, b: TensorLike) -> Tensor:
+    """a @ b with NumPy's matmul semantics (1-D, 2-D, batched, broadcast batch dims).
+
+    Raises:
+        ValueError: inner dimensions differ or batch dims cannot broadcast (names both shapes).
+    """
+    return MatMul.apply(a, b)
+
+
 class Linear(Function):
     """Fused affine map y = x @ W^T + b for x (..., d_in), W (d_out, d_in), b (d_out,) or absent.
 
     With X = x reshaped to (N, d_in) and G = g reshaped to (N, d_out):
         dx = G @ W  (N, d_in),   dW = G^T @ X  (d_out, d_in),   db = sum_rows G  (d_out,)
     One 2-D GEMM per gradient (a broadcast batched matmul would compute dW per batch and then sum),
-    and no GEMM at all for a gradient nobody needs (a frozen W costs no dW).
+    and no GEMM at all for a gradient nobody needs (a frozen W costs no dW). db sums N rows pairwise
+    (`reduce_sum`): plain float32 accumulation drifts by ~6e-4 relative at N = 65536.
     """
 
     @staticmethod
@@ -529,8 +709,19 @@ class Linear(Function):
         need = ctx.needs_input_grad
         dx = (G @ W).reshape(ctx.xshape) if need[0] else None     # (..., d_in)
         dW = G.T @ x2 if need[1] else None                        # (d_out, d_in)
-        db = G.sum(axis=0) if len(need) > 2 and need[2] else None  # (d_out,)
+        db = reduce_sum(G, 0) if len(need) > 2 and need[2] else None  # (d_out,), pairwise over rows
         return (dx, dW) if len(need) == 2 else (dx, dW, db)
+
+
+def linear(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
+    """Fused x @ weight.T + bias: x (..., d_in), weight (d_out, d_in), bias (d_out,) -> (..., d_out)."""
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+
+
+def linear_composed(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None) -> Tensor:
+    """Twin of `linear` built from matmul, transpose and add (the test oracle)."""
+    y = matmul(x, transpose(weight))
+    return y if bias is None else y + bias
 
 
 # ============================================================ selection and masking
@@ -557,6 +748,17 @@ class Where(Function):
         sa, sb = ctx.shapes
         return (unbroadcast(np.where(ctx.cond, g, zero), sa) if ctx.needs_input_grad[0] else None,
                 unbroadcast(np.where(ctx.cond, zero, g), sb) if ctx.needs_input_grad[1] else None)
+
+
+def where(cond: np.ndarray | Tensor, a: TensorLike, b: TensorLike) -> Tensor:
+    """Elementwise a where cond else b; cond is a constant boolean array (broadcasting)."""
+    return Where.apply(a, b, cond=cond.data if isinstance(cond, Tensor) else cond)
+
+
+def masked_fill(x: TensorLike, mask: np.ndarray, value: float) -> Tensor:
+    """x with the entries where mask is True replaced by the constant value (no gradient there)."""
+    x = _t(x)
+    return where(mask, np.asarray(value, dtype=x.dtype), x)
 
 
 # ============================================================ softmax family (fused)
@@ -589,6 +791,17 @@ class Softmax(Function):
         return (gy - y * gy.sum(axis=ctx.axis, keepdims=True),)
 
 
+def softmax(x: TensorLike, axis: int = -1) -> Tensor:
+    """Stable softmax along axis (fused)."""
+    return Softmax.apply(x, axis=axis)
+
+
+def softmax_composed(x: TensorLike, axis: int = -1) -> Tensor:
+    """Twin of `softmax` from primitives: e = exp(x - max x); e / sum e."""
+    e = exp(x - max(x, axis=axis, keepdims=True))
+    return e / sum(e, axis=axis, keepdims=True)
+
+
 class LogSoftmax(Function):
     """y = x - max x - log sum exp(x - max x) along axis (never exp of a large number, never log 0).
 
@@ -608,6 +821,17 @@ class LogSoftmax(Function):
     def backward(ctx, g):
         (y,) = ctx.saved
         return (g - np.exp(y) * g.sum(axis=ctx.axis, keepdims=True),)
+
+
+def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
+    """Stable log-softmax along axis (fused)."""
+    return LogSoftmax.apply(x, axis=axis)
+
+
+def log_softmax_composed(x: TensorLike, axis: int = -1) -> Tensor:
+    """Twin of `log_softmax` from primitives: z - log(sum(exp(z))), z = x - max x."""
+    z = x - max(x, axis=axis, keepdims=True)
+    return z - log(sum(exp(z), axis=axis, keepdims=True))
 
 
 class CrossEntropy(Function):
@@ -651,6 +875,28 @@ class CrossEntropy(Function):
         return (p.reshape(ctx.shape),)
 
 
+def cross_entropy(logits: TensorLike, targets: np.ndarray | Tensor, ignore_index: int = -100) -> Tensor:
+    """Mean cross-entropy (nats) of logits (..., V) against integer targets (...); fused and stable.
+
+    Raises:
+        TypeError: non-integer targets. ValueError: shape mismatch, out-of-range targets, or all
+        targets ignored.
+    """
+    targets = targets.data if isinstance(targets, Tensor) else targets
+    return CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index)
+
+
+def cross_entropy_composed(logits: TensorLike, targets: np.ndarray | Tensor,
+                           ignore_index: int = -100) -> Tensor:
+    """Twin of `cross_entropy` from log_softmax_composed, getitem and mean."""
+    logits = _t(logits)
+    V = logits.shape[-1]
+    t = np.asarray(targets).reshape(-1)
+    keep = np.nonzero(t != ignore_index)[0]
+    lp = log_softmax_composed(reshape(logits, (-1, V)))
+    return -mean(getitem(lp, (keep, t[keep])))
+
+
 class LayerNorm(Function):
     """Layer normalisation over the last axis (Ba, Kiros, Hinton 2016), fused.
 
@@ -659,7 +905,9 @@ class LayerNorm(Function):
     Backward (derived): with gh = g * w,
         dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))
         dw = sum over rows of g * xhat,   db = sum over rows of g
-    A constant row has var = 0, so rstd = 1/sqrt(eps) stays finite.
+    A constant row has var = 0, so rstd = 1/sqrt(eps) stays finite; x - mu is computed exactly 0 for
+    it at any magnitude (see `_centre`), so y = b and dw = 0 exactly. The sums over rows (dw, db)
+    are pairwise, so their float32 error does not grow with the number of rows.
     """
 
     @staticmethod
@@ -668,8 +916,7 @@ class LayerNorm(Function):
         if x.ndim == 0 or w.shape != (C,) or (b is not None and b.shape != (C,)):
             raise ValueError(f"layer_norm: input {x.shape} needs weight and bias of shape ({C},), got "
                              f"{w.shape} and {None if b is None else b.shape}")
-        mu = x.mean(axis=-1, keepdims=True)
-        xc = x - mu
+        xc = _centre(x, (x.ndim - 1,))                            # a constant row gives exactly 0
         var = (xc * xc).mean(axis=-1, keepdims=True)
         rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))
         xhat = xc * rstd
@@ -688,17 +935,38 @@ class LayerNorm(Function):
         if need[0]:
             gh = g * w
             dx = rstd * (gh - gh.mean(axis=-1, keepdims=True) - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
-        g2 = g.reshape(-1, C)
-        dw = np.einsum("nc,nc->c", g2, xhat.reshape(-1, C)) if need[1] else None
+        g2 = g.reshape(-1, C)                                     # sums over rows: pairwise in float32
+        dw = reduce_sum(g2 * xhat.reshape(-1, C), 0) if need[1] else None
         if len(need) == 2:
             return dx, dw
-        return dx, dw, (g2.sum(axis=0) if need[2] else None)
+        return dx, dw, (reduce_sum(g2, 0) if need[2] else None)
+
+
+def layer_norm(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None, eps: float = 1e-5) -> Tensor:
+    """Fused layer norm over the last axis: x (..., C), weight (C,), bias (C,) or None."""
+    if bias is None:
+        return LayerNorm.apply(x, weight, eps=eps)
+    return LayerNorm.apply(x, weight, bias, eps=eps)
+
+
+def layer_norm_composed(x: TensorLike, weight: TensorLike, bias: TensorLike | None = None,
+                        eps: float = 1e-5) -> Tensor:
+    """Twin of `layer_norm` from mean, var, sqrt and arithmetic.
+
+    Centred on a shifted copy d = x - x[..., :1] (a constant: layer norm is shift-invariant), so a
+    constant row gives exactly the bias, as the fused op does."""
+    x = _t(x)
+    d = x - x.data[..., :1]
+    xhat = (d - mean(d, axis=-1, keepdims=True)) / sqrt(var(d, axis=-1, keepdims=True) + eps)
+    y = xhat * weight
+    return y if bias is None else y + bias
 
 
 class Embedding(Function):
     """y = weight[idx] for a table weight (V, C) and integer indices idx (any shape) -> (*idx.shape, C).
 
-    dweight = zeros (V, C) with each row of g added at its index; repeated indices accumulate.
+    dweight = zeros (V, C) with each row of g added at its index; repeated indices accumulate, in
+    float64 (rows sorted by index, then summed per index), so a token seen 65536 times does not drift.
     """
 
     @staticmethod
@@ -714,9 +982,19 @@ class Embedding(Function):
 
     @staticmethod
     def backward(ctx, g):
+        idx, g2 = ctx.idx.reshape(-1), g.reshape(-1, ctx.shape[-1])
         dw = np.zeros(ctx.shape, dtype=g.dtype)
-        np.add.at(dw, ctx.idx.reshape(-1), g.reshape(-1, ctx.shape[-1]))
+        if idx.size:
+            order = np.argsort(idx, kind="stable")
+            sidx = idx[order]
+            starts = np.flatnonzero(np.concatenate(([True], sidx[1:] != sidx[:-1])))
+            dw[sidx[starts]] = np.add.reduceat(g2[order], starts, axis=0, dtype=np.float64)
         return (dw,)
+
+
+def embedding(weight: TensorLike, idx: np.ndarray | Tensor) -> Tensor:
+    """Rows of weight (V, C) at integer idx (any shape) -> (*idx.shape, C)."""
+    return Embedding.apply(weight, idx=idx.data if isinstance(idx, Tensor) else idx)
 
 
 class Dropout(Function):
@@ -731,6 +1009,25 @@ class Dropout(Function):
     @staticmethod
     def backward(ctx, g):
         return (g * ctx.saved[0],)
+
+
+def dropout(x: TensorLike, p: float, training: bool = True, rng: np.random.Generator | None = None) -> Tensor:
+    """Inverted dropout: zero each entry with probability p, scale the rest by 1/(1-p).
+
+    Identity (the same tensor) when not training or p == 0.
+    Args:
+        rng: np.random.Generator for the mask (default: a fresh unseeded one).
+    Raises:
+        ValueError: p outside [0, 1).
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    x = _t(x)
+    if not training or p == 0.0:
+        return x
+    rng = rng if rng is not None else np.random.default_rng()
+    mask = rng.random(x.shape) >= p
+    return Dropout.apply(x, mask=mask, p=p)
 
 
 _CAUSAL = {}
@@ -802,263 +1099,7 @@ class Attention(Function):
         return (dqkv.reshape(Bsz, T, 3 * nh * hs),)
 
 
-# ============================================================ functional API
-def _t(x):
-    return x if isinstance(x, Tensor) else Tensor(x)
-
-
-def add(a, b):
-    """a + b with broadcasting. Shapes: any broadcast-compatible pair -> the broadcast shape."""
-    return Add.apply(a, b)
-
-
-def sub(a, b):
-    """a - b with broadcasting."""
-    return Sub.apply(a, b)
-
-
-def mul(a, b):
-    """a * b (elementwise) with broadcasting."""
-    return Mul.apply(a, b)
-
-
-def div(a, b):
-    """a / b (elementwise) with broadcasting."""
-    return Div.apply(a, b)
-
-
-def neg(x):
-    """-x."""
-    return Neg.apply(x)
-
-
-def pow(x, p):
-    """x ** p for a constant (non-tensor) exponent p.
-
-    Raises:
-        TypeError: p is a Tensor (only constant exponents are supported).
-    """
-    if isinstance(p, Tensor):
-        raise TypeError("pow: the exponent must be a Python number, not a Tensor")
-    return Pow.apply(x, p=float(p))
-
-
-def exp(x):
-    """exp(x), elementwise."""
-    return Exp.apply(x)
-
-
-def log(x):
-    """Natural log, elementwise."""
-    return Log.apply(x)
-
-
-def sqrt(x):
-    """Square root, elementwise."""
-    return Sqrt.apply(x)
-
-
-def tanh(x):
-    """tanh, elementwise."""
-    return Tanh.apply(x)
-
-
-def sigmoid(x):
-    """Logistic sigmoid, elementwise."""
-    return Sigmoid.apply(x)
-
-
-def relu(x):
-    """max(x, 0), elementwise (derivative 0 at 0)."""
-    return ReLU.apply(x)
-
-
-def gelu(x):
-    """GPT-2's tanh-approximate GELU, elementwise."""
-    return GELU.apply(x)
-
-
-def sum(x, axis=None, keepdims=False):
-    """Sum over axis (int, tuple or None for all); keepdims keeps reduced axes as size 1."""
-    return Sum.apply(x, axis=axis, keepdims=keepdims)
-
-
-def mean(x, axis=None, keepdims=False):
-    """Mean over axis (int, tuple or None for all)."""
-    return Mean.apply(x, axis=axis, keepdims=keepdims)
-
-
-def var(x, axis=None, keepdims=False):
-    """Population variance (ddof=0) over axis."""
-    return Var.apply(x, axis=axis, keepdims=keepdims)
-
-
-def max(x, axis=None, keepdims=False):
-    """Maximum over axis; tied maxima split the gradient evenly."""
-    return Max.apply(x, axis=axis, keepdims=keepdims)
-
-
-def reshape(x, shape):
-    """x reshaped to shape (one -1 allowed)."""
-    return Reshape.apply(x, shape=tuple(shape) if not isinstance(shape, int) else (shape,))
-
-
-def transpose(x, axes=None):
-    """Permute axes (None reverses them)."""
-    return Transpose.apply(x, axes=axes)
-
-
-permute = transpose
-
-
-def getitem(x, idx):
-    """x[idx]: basic and advanced (integer/boolean array) indexing; repeated indices accumulate."""
-    return GetItem.apply(x, idx=idx)
-
-
-def concatenate(xs, axis=0):
-    """Join tensors along an existing axis; all other dims must agree (ValueError otherwise)."""
-    return Concatenate.apply(*xs, axis=axis)
-
-
-def stack(xs, axis=0):
-    """Stack same-shaped tensors along a new axis."""
-    return Stack.apply(*xs, axis=axis)
-
-
-def split(x, indices_or_sections, axis=-1):
-    """Split x along axis like np.split; returns a list of tensors (each a differentiable slice).
-
-    Raises:
-        ValueError: an integer number of sections that does not divide the axis.
-    """
-    x = _t(x)
-    n = x.shape[axis]
-    if isinstance(indices_or_sections, int):
-        if indices_or_sections <= 0 or n % indices_or_sections:
-            raise ValueError(f"split: axis of length {n} cannot be split into {indices_or_sections} equal parts")
-        step = n // indices_or_sections
-        bounds = list(range(0, n + 1, step))
-    else:
-        bounds = [0, *indices_or_sections, n]
-    ax = axis % x.ndim
-    pre = (slice(None),) * ax
-    return [getitem(x, pre + (slice(lo, hi),)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-
-
-def matmul(a, b):
-    """a @ b with NumPy's matmul semantics (1-D, 2-D, batched, broadcast batch dims).
-
-    Raises:
-        ValueError: inner dimensions differ or batch dims cannot broadcast (names both shapes).
-    """
-    return MatMul.apply(a, b)
-
-
-def linear(x, weight, bias=None):
-    """Fused x @ weight.T + bias: x (..., d_in), weight (d_out, d_in), bias (d_out,) -> (..., d_out)."""
-    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
-
-
-def linear_composed(x, weight, bias=None):
-    """Twin of `linear` built from matmul, transpose and add (the test oracle)."""
-    y = matmul(x, transpose(weight))
-    return y if bias is None else y + bias
-
-
-def where(cond, a, b):
-    """Elementwise a where cond else b; cond is a constant boolean array (broadcasting)."""
-    return Where.apply(a, b, cond=cond.data if isinstance(cond, Tensor) else cond)
-
-
-def masked_fill(x, mask, value):
-    """x with the entries where mask is True replaced by the constant value (no gradient there)."""
-    x = _t(x)
-    return where(mask, np.asarray(value, dtype=x.dtype), x)
-
-
-def softmax(x, axis=-1):
-    """Stable softmax along axis (fused)."""
-    return Softmax.apply(x, axis=axis)
-
-
-def log_softmax(x, axis=-1):
-    """Stable log-softmax along axis (fused)."""
-    return LogSoftmax.apply(x, axis=axis)
-
-
-def softmax_composed(x, axis=-1):
-    """Twin of `softmax` from primitives: e = exp(x - max x); e / sum e."""
-    e = exp(x - max(x, axis=axis, keepdims=True))
-    return e / sum(e, axis=axis, keepdims=True)
-
-
-def log_softmax_composed(x, axis=-1):
-    """Twin of `log_softmax` from primitives: z - log(sum(exp(z))), z = x - max x."""
-    z = x - max(x, axis=axis, keepdims=True)
-    return z - log(sum(exp(z), axis=axis, keepdims=True))
-
-
-def cross_entropy(logits, targets, ignore_index=-100):
-    """Mean cross-entropy (nats) of logits (..., V) against integer targets (...); fused and stable.
-
-    Raises:
-        TypeError: non-integer targets. ValueError: shape mismatch, out-of-range targets, or all
-        targets ignored.
-    """
-    targets = targets.data if isinstance(targets, Tensor) else targets
-    return CrossEntropy.apply(logits, targets=targets, ignore_index=ignore_index)
-
-
-def cross_entropy_composed(logits, targets, ignore_index=-100):
-    """Twin of `cross_entropy` from log_softmax_composed, getitem and mean."""
-    logits = _t(logits)
-    V = logits.shape[-1]
-    t = np.asarray(targets).reshape(-1)
-    keep = np.nonzero(t != ignore_index)[0]
-    lp = log_softmax_composed(reshape(logits, (-1, V)))
-    return -mean(getitem(lp, (keep, t[keep])))
-
-
-def layer_norm(x, weight, bias=None, eps=1e-5):
-    """Fused layer norm over the last axis: x (..., C), weight (C,), bias (C,) or None."""
-    if bias is None:
-        return LayerNorm.apply(x, weight, eps=eps)
-    return LayerNorm.apply(x, weight, bias, eps=eps)
-
-
-def layer_norm_composed(x, weight, bias=None, eps=1e-5):
-    """Twin of `layer_norm` from mean, var, sqrt and arithmetic."""
-    xhat = (x - mean(x, axis=-1, keepdims=True)) / sqrt(var(x, axis=-1, keepdims=True) + eps)
-    y = xhat * weight
-    return y if bias is None else y + bias
-
-
-def embedding(weight, idx):
-    """Rows of weight (V, C) at integer idx (any shape) -> (*idx.shape, C)."""
-    return Embedding.apply(weight, idx=idx.data if isinstance(idx, Tensor) else idx)
-
-
-def dropout(x, p, training=True, rng=None):
-    """Inverted dropout: zero each entry with probability p, scale the rest by 1/(1-p).
-
-    Identity (the same tensor) when not training or p == 0.
-    Args:
-        rng: np.random.Generator for the mask (default: a fresh unseeded one).
-    Raises:
-        ValueError: p outside [0, 1).
-    """
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
-    x = _t(x)
-    if not training or p == 0.0:
-        return x
-    rng = rng if rng is not None else np.random.default_rng()
-    mask = rng.random(x.shape) >= p
-    return Dropout.apply(x, mask=mask, p=p)
-
-
-def attention(qkv, n_head, dropout_mask=None, p=0.0):
+def attention(qkv: TensorLike, n_head: int, dropout_mask: np.ndarray | None = None, p: float = 0.0) -> Tensor:
     """Fused causal self-attention: qkv (B, T, 3C) -> (B, T, C) with n_head heads.
 
     dropout_mask: optional 0/1 array (B, nh, T, T) for attention-probability dropout with rate p.
@@ -1066,7 +1107,8 @@ def attention(qkv, n_head, dropout_mask=None, p=0.0):
     return Attention.apply(qkv, n_head=n_head, dropout_mask=dropout_mask, p=p)
 
 
-def attention_composed(qkv, n_head, dropout_mask=None, p=0.0):
+def attention_composed(qkv: TensorLike, n_head: int, dropout_mask: np.ndarray | None = None,
+                       p: float = 0.0) -> Tensor:
     """Twin of `attention` built from split/reshape/transpose/matmul/masked_fill/softmax (nanoGPT's)."""
     Bsz, T, C3 = qkv.shape
     C = C3 // 3
@@ -1080,3 +1122,4 @@ def attention_composed(qkv, n_head, dropout_mask=None, p=0.0):
         att = Dropout.apply(att, mask=dropout_mask, p=p)
     y = matmul(att, v)                                                          # (B, nh, T, hs)
     return reshape(transpose(y, (0, 2, 1, 3)), (Bsz, T, C))
+
