@@ -240,3 +240,23 @@ def test_svd_combines_any_variant(row_gain):
         model.add_weighted_adapter(["vera", "default"], [1.0, 1.0], "mix2")
     with pytest.raises(ValueError, match="weights must be 2 finite numbers"):
         model.add_weighted_adapter(["vera", "gain"], [1.0], "mix3")
+
+
+def test_each_named_adapter_merges_exactly(row_gain):
+    model = _three()
+    for name in ("gain", "vera", "default"):
+        model.set_adapter(name)
+        unmerged = _logits(model)
+        model.merge_adapter()
+        np.testing.assert_allclose(_logits(model), unmerged, rtol=1e-12, atol=1e-12)
+        model.unmerge_adapter()
+
+
+def test_one_default_adapter_saves_as_before(tmp_path):
+    """No subfolders, the same two files: a single-adapter model's file format is unchanged."""
+    model = get_peft_model(GPT(CFG, seed=0), LoraConfig(r=2))
+    model.save_adapter(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.npz"]
+    renamed = get_peft_model(GPT(CFG, seed=0), LoraConfig(r=2), adapter_name="code")
+    renamed.save_adapter(tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["code"]      # PEFT: only "default" at the root
