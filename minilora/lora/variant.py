@@ -12,6 +12,10 @@ receives the `LoRALinear` it serves:
     merge(layer) / unmerge(layer)       W <- W0 + ΔW and back
     adapter_keys                        the layer-local names of the adapter parameters: what
                                         trains, what `save_adapter` writes
+    prepare_model / model_tensors /     optional, for state shared across the layers of a model
+    load_model_tensors                  (VeRA's frozen random projections): set it up once the
+                                        LoraModel exists, name what the adapter file stores, take
+                                        it back on load (plain LoRA: nothing)
 
 `LoRALinear` keeps everything the variants share: the frozen base, the options (checked by
 `LoraConfig`), the scaling (`functional.lora_scaling`), dropout masks, the merged / disabled states
