@@ -150,7 +150,7 @@ def _check_finite(x: np.ndarray, op: str) -> np.ndarray:
         raise ValueError(f"{op}: the array is empty (shape {x.shape}); there is nothing to quantize")
     bad = ~np.isfinite(x)
     if bad.any():
-        first = np.unravel_index(int(np.argmax(bad)), x.shape)
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape))
         raise ValueError(f"{op}: {int(bad.sum())} non-finite value(s) (NaN or inf), the first at index {first} "
                          f"= {x[first]}; quantization needs finite weights (an absmax of inf would zero the block)")
     return x
