@@ -281,12 +281,8 @@ def add_finetune_arguments(p):
                    help="a full-match regular expression over module names instead of --target-modules "
                         "(e.g. 'transformer\\.h\\.[01]\\..*c_attn')")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
-    p.add_argument("--quantize", choices=["nf4"], default=None,
-                   help="QLoRA: store the frozen base's Linear weights in 4-bit NormalFloat (minilora.quant)")
-    p.add_argument("--double-quant", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --quantize: also quantize the block constants to 8 bits (QLoRA's default: on)")
-    p.add_argument("--loftq", action="store_true",
-                   help="with --quantize: LoftQ start (init_lora_weights='loftq'): A, B from the SVD of W - nf4(W)")
+    from .quant.options import add_qlora_arguments
+    add_qlora_arguments(p)
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
@@ -305,6 +301,7 @@ def run_finetune(args):
     from .finetune import finetune
     from .lora import LoraConfig
     from .train import TrainConfig, evaluate, load_model, save_checkpoint
+    from .quant import memory_lines, qlora_usage_error
 
     perf.configure_malloc()
     if not os.path.exists(os.path.join(args.base, "latest.json")):
@@ -317,18 +314,16 @@ def run_finetune(args):
                       or args.target_modules != ["c_attn"] or args.target_regex):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
                         "--use-rslora, --target-modules, --target-regex) do not apply")
-    if args.full and args.quantize:
-        raise UserError("--quantize is QLoRA: a 4-bit base is frozen, so it cannot be combined with --full")
-    if args.loftq and not args.quantize:
-        raise UserError("--loftq initialises LoRA for a quantized base: add --quantize nf4")
+    if msg := qlora_usage_error(args):
+        raise UserError(msg)
     base = load_model(args.base)
     ds = TokenDataset(load_corpus(args.corpus))
     lr = args.lr or (1e-3 if args.full else 1e-2)
     try:
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                                  target_modules=args.target_regex or list(args.target_modules),
-                                                 use_rslora=args.use_rslora,
-                                                 init_lora_weights="loftq" if args.loftq else True)
+                                                 use_rslora=args.use_rslora)
+        lcfg = lcfg.replace(init_lora_weights="loftq") if args.loftq else lcfg
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
                            eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
@@ -340,7 +335,6 @@ def run_finetune(args):
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     res = finetune(base, ds, method, lcfg, tcfg, log=log, quantize=args.quantize, double_quant=args.double_quant)
     if args.quantize:
-        from .quant import memory_lines
         print("\n".join(memory_lines(res.extra["base_memory"])), flush=True)
     after = evaluate(res.model, val)
     os.makedirs(out, exist_ok=True)

@@ -375,3 +375,20 @@ def test_loftq_init_through_lora_config():
     with pytest.raises(ValueError, match="already quantized"):
         from minilora.quant import init_loftq
         init_loftq(layer, layer.lora_A.weight.shape, layer.lora_B.weight.shape)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def test_cli_finetune_quantize_nf4(tmp_path, capsys):
+    from minilora.checkpoints import path as ckpt_path
+    from minilora.cli import main
+    common = ["finetune", "--base", str(ckpt_path("pydoc-s")), "--corpus", "stdlib", "--steps", "2",
+              "--batch-size", "2", "--eval-batches", "1", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "q"), "--quantize", "nf4", "--loftq"]) == 0
+    out = capsys.readouterr().out
+    assert "NF4 + double quant" in out and "4.500 bits/param" in out and "0.129 x float32" in out
+    assert (tmp_path / "q" / "adapter").is_dir()
+    assert main(common + ["--full", "--quantize", "nf4"]) == 2
+    assert "cannot be combined with --full" in capsys.readouterr().err
+    assert main(common + ["--loftq"]) == 2
+    assert "add --quantize nf4" in capsys.readouterr().err
