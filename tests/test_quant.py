@@ -392,3 +392,46 @@ def test_cli_finetune_quantize_nf4(tmp_path, capsys):
     assert "cannot be combined with --full" in capsys.readouterr().err
     assert main(common + ["--loftq"]) == 2
     assert "add --quantize nf4" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the exercises (lesson 12)
+
+def _fails(name, func, *needles):
+    from minilora.exercises import check
+    res = check(name, func)
+    assert not res.passed, f"{name}: a wrong solution passed"
+    for needle in needles:
+        assert needle.lower() in res.message.lower(), f"{needle!r} not in:\n{res.message}"
+
+
+def test_quant_exercises_references_pass_and_match_the_library():
+    from minilora.exercises import EXERCISES, check
+    for name in ("nf4_levels", "blockwise_absmax_quantize", "double_quant_bits_per_param"):
+        assert check(name, EXERCISES[name].reference).passed
+    ref = EXERCISES["nf4_levels"].reference
+    np.testing.assert_array_equal(ref(NF4_OFFSET), nf4_levels())
+    bits = EXERCISES["double_quant_bits_per_param"].reference
+    assert bits(64, 256, True) == costs.nf4_bits_per_param(True) and bits(64, 256, False) == 4.5
+    x = np.random.default_rng(0).standard_normal(256)
+    codes, absmax = EXERCISES["blockwise_absmax_quantize"].reference(x, nf4_levels(), 64)
+    st_ = quantize_4bit(x.astype(np.float32))
+    assert np.array_equal(codes, unpack_4bit(st_.packed)) and np.allclose(absmax, st_.absmax, rtol=1e-7)
+
+
+def test_quant_exercises_typical_mistakes_get_hints():
+    def symmetric(offset):
+        q = NormalDist().inv_cdf
+        pos = np.array([q(float(p)) for p in np.linspace(offset, 0.5, 9)[:-1]])
+        v = np.sort(np.r_[pos, -pos])
+        return v / v.max()
+    _fails("nf4_levels", symmetric, "no exact zero")
+
+    def tensorwise(x, levels, block_size):
+        c = np.abs(x).max()
+        return (np.argmin(np.abs((x / c)[:, None] - levels[None, :]), axis=1),
+                np.full(x.size // block_size, c))
+    _fails("blockwise_absmax_quantize", tensorwise, "divide each block by its own absmax")
+
+    def no_second_level(block_size, dq_block_size, double_quant):
+        return 4 + (8 / block_size if double_quant else 32 / block_size)
+    _fails("double_quant_bits_per_param", no_second_level, "their own float32 scale")
