@@ -6,6 +6,7 @@ round trips against the exact per-element bound of nearest-level rounding (plus 
 constant's own bound); gradients in float64, hand == composed 1e-10, central differences with
 check_grad's defaults (atol 1e-6, rtol 1e-5).
 """
+import re
 import warnings
 from statistics import NormalDist
 
@@ -188,6 +189,20 @@ def test_bad_inputs_raise_clear_errors(bad, match):
         quantize_4bit(bad)
 
 
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3), bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+       where=st.integers(0, 10**6), dtype=st.sampled_from([np.float32, np.float64]))
+def test_any_non_finite_value_is_refused_and_located(shape, bad, where, dtype):
+    x = np.ones(shape, dtype)
+    flat = where % x.size
+    x.reshape(-1)[flat] = bad
+    idx = tuple(int(i) for i in np.unravel_index(flat, x.shape))
+    with pytest.raises(ValueError, match=f"first at index {re.escape(str(idx))}"):
+        quantize_4bit(x)
+    with pytest.raises(ValueError, match="non-finite"):
+        NF4Weight.from_float(np.ones((2, 64)) * bad)
+
+
 def test_bad_options_raise():
     with pytest.raises(TypeError, match="float"):
         quantize_4bit(np.arange(64))
@@ -315,6 +330,10 @@ def test_base_memory_ratios():
     assert mem["nf4"] == n * 4.5 / 8
     assert mem["nf4_dq"] == mem["held"] <= n * costs.nf4_bits_per_param(True) / 8 + 4 * 4 * CFG.n_layer + 8 * 16
     assert mem["nf4_dq"] / mem["float32"] <= 0.16
+    plain = get_peft_model(GPT(CFG, seed=0), LoraConfig(r=2, lora_alpha=4))
+    quantize_model(plain, double_quant=False)                    # --no-double-quant
+    mem2 = base_memory(plain)
+    assert mem2["held"] == mem2["nf4"] == mem["nf4"] and mem2["nf4_dq"] == mem["nf4_dq"]
 
 
 def test_merge_into_quantized_base():
