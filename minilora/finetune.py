@@ -27,6 +27,8 @@ class FinetuneResult:
         history: the dict returned by `minilora.train.train` (losses, ms_per_step, ...).
         trainable_params: number of trained scalars. all_params: number of scalars in the model.
         optimizer_state_bytes: bytes of AdamW's m and v (2 float arrays per trained parameter).
+        extra: figures of a quantized run (quantize="nf4"): "quantized" (layer names) and
+            "base_memory" (`quant.base_memory`); empty otherwise.
     """
 
     method: str

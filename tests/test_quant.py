@@ -407,9 +407,9 @@ def test_cli_finetune_quantize_nf4(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "NF4 + double quant" in out and "4.500 bits/param" in out and "0.129 x float32" in out
     assert (tmp_path / "q" / "adapter").is_dir()
-    assert main(common + ["--full", "--quantize", "nf4"]) == 2
+    assert main(common + ["--out", str(tmp_path / "f"), "--full", "--quantize", "nf4"]) == 2
     assert "cannot be combined with --full" in capsys.readouterr().err
-    assert main(common + ["--loftq"]) == 2
+    assert main(common + ["--out", str(tmp_path / "l"), "--loftq"]) == 2
     assert "add --quantize nf4" in capsys.readouterr().err
 
 
