@@ -454,3 +454,19 @@ def test_quant_exercises_typical_mistakes_get_hints():
     def no_second_level(block_size, dq_block_size, double_quant):
         return 4 + (8 / block_size if double_quant else 32 / block_size)
     _fails("double_quant_bits_per_param", no_second_level, "their own float32 scale")
+
+
+def test_loftq_init_on_grouped_layers():
+    """enable_lora (q and v of c_attn): one SVD per group on its rows; the k rows keep the plain Q."""
+    float_model = GPT(CFG, seed=0)
+    cfg = LoraConfig(r=4, lora_alpha=8, enable_lora=[True, False, True], init_lora_weights="loftq")
+    layer = get_peft_model(GPT(CFG, seed=0), cfg).get_submodule("transformer.h.0.attn.c_attn")
+    W = float_model.get_submodule("transformer.h.0.attn.c_attn").weight.data.astype(np.float64)
+    Q = layer.weight.dequantize(np.float64)
+    dW = layer.delta_weight().astype(np.float64)
+    C = CFG.n_embd
+    assert not dW[C:2 * C].any()
+    for rows in (slice(0, C), slice(2 * C, 3 * C)):
+        assert np.linalg.norm((W - Q - dW)[rows]) < np.linalg.norm((W - Q)[rows])
+        s = np.linalg.svd((W - Q)[rows], compute_uv=False)
+        assert np.linalg.norm((W - Q - dW)[rows]) == pytest.approx(np.sqrt((s[4:] ** 2).sum()), rel=1e-5)
