@@ -25,6 +25,11 @@ the embedding table), as bitsandbytes leaves lm_head alone.
 `quantize_model` turns a (LoRA-injected) GPT into a QLoRA model in place: quantize *after*
 `get_peft_model`, since injection looks for float `Linear` layers. `merge_and_unload_quantized`
 merges ΔW into a quantized base either keeping the merged weight in float or re-quantizing it.
+
+Not supported on a 4-bit base (each raises a TypeError that says so): `LoRALinear.merge` (use
+`merge_and_unload_quantized`), `disable_adapters` and the rank tools of rank.py, which read the base
+as a float `Linear`. The 4-bit weights are not Parameters, so they are not in `state_dict()` nor in
+`print_trainable_parameters`' "all params"; `base_memory` counts them.
 """
 from __future__ import annotations
 
