@@ -358,6 +358,8 @@ def add_finetune_arguments(p):
     p.add_argument("--variant", choices=["lora", "vera"], default="lora",
                    help="lora (default) or vera: VeRA's frozen shared random A, B and trained vectors d (r), "
                         "b (d_out); give it a large --r (e.g. 128) and a larger --lr (e.g. 5e-2)")
+    from .quant.options import add_qlora_arguments
+    add_qlora_arguments(p)
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
@@ -406,6 +408,7 @@ def run_finetune(args):
     from .finetune import finetune
     from .io import ensure_writable_dir
     from .lora import LoraConfig, VeraConfig
+    from .quant import memory_lines, qlora_usage_error
     from .train import TrainConfig, evaluate
 
     perf.configure_malloc()
@@ -422,6 +425,8 @@ def run_finetune(args):
                       or args.target_modules != ["c_attn"] or args.target_regex or args.variant != "lora"):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
                         "--use-rslora, --target-modules, --target-regex, --variant) do not apply")
+    if msg := qlora_usage_error(args):
+        raise UserError(msg)
     base = load_model(args.base)
     ds = TokenDataset(load_corpus(args.corpus))
     lr = args.lr or (1e-3 if args.full else 1e-2)
@@ -432,6 +437,7 @@ def run_finetune(args):
         if args.variant == "vera":
             lcfg = VeraConfig(r=args.r, target_modules=lcfg.target_modules, vera_dropout=args.lora_dropout,
                               use_rslora=args.use_rslora)
+        lcfg = lcfg.replace(init_lora_weights="loftq") if args.loftq else lcfg
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
                            eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
@@ -446,9 +452,11 @@ def run_finetune(args):
     if args.overwrite and (has_checkpoint(out) or os.path.exists(os.path.join(out, "adapter", "adapter_config.json"))):
         log(f"note: replacing the {method} result in {out} (--overwrite)")
     try:
-        res = finetune(base, ds, method, lcfg, tcfg, log=log)
+        res = finetune(base, ds, method, lcfg, tcfg, log=log, quantize=args.quantize, double_quant=args.double_quant)
     except FloatingPointError as e:
         raise _diverged(e, lr) from None
+    if args.quantize:
+        print("\n".join(memory_lines(res.extra["base_memory"])), flush=True)
     after = evaluate(res.model, val)
     if method == "lora":
         res.model.print_trainable_parameters()

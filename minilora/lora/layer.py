@@ -80,7 +80,7 @@ class LoRAFunction(Function):
 
 
 def _arr(t):
-    return t.data if isinstance(t, Tensor) else (None if t is None else np.asarray(t))
+    return t.data if isinstance(t, Tensor) else (None if t is None else functional.as_frozen_weight(t))
 
 
 def lora_linear(x: Tensor, W0: np.ndarray | Tensor, b: Tensor | np.ndarray | None, A: Tensor, B: Tensor,

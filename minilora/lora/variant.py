@@ -83,6 +83,8 @@ def init_random(layer: LoRALinear, shape_A: tuple[int, int],
 
 
 LORA_INITS: dict[Any, Callable | str] = {True: init_kaiming_uniform, False: init_random, "gaussian": init_gaussian}
+# LoftQ (arXiv:2310.08659): A, B from the SVD of W - nf4(W); quantizes the layer's base (minilora/quant).
+LORA_INITS["loftq"] = "minilora.quant.loftq:init_loftq"
 
 
 def _resolve(entry: Any) -> Any:
