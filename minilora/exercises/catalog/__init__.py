@@ -1,7 +1,8 @@
 """The exercises: for each one, the input strategy, the hand-picked edge cases and the mistake-spotting hint.
 
 One module per lesson group (`engine`, `lora`, `rank`, `many_adapters`, `quant`); `ORDER` is the
-suggested order of work (see README.md). A new exercise goes into the module of its topic (or a new one listed here) and into ORDER.
+suggested order of work (see README.md). A new exercise goes into the module of its topic (or a new one
+listed here) and into ORDER.
 """
 from __future__ import annotations
 
