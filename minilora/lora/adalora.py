@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from os import PathLike
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,6 +51,7 @@ from .. import ops
 from ..function import Function
 from ..tensor import Tensor, is_grad_enabled
 from . import adapter_io, functional
+from .adapters import DEFAULT_ADAPTER
 from .config import LoraConfig
 from .layer import LoRAFactor, LoRALinear, lora_linear_composed
 from .model import LoraModel
@@ -94,6 +95,7 @@ class AdaLoraConfig(LoraConfig):
     total_step: int | None = None
     rank_pattern: dict | None = None
     variant: str = "adalora"
+    peft_type: ClassVar[str] = "ADALORA"          # adapter_config.json's peft_type, as PEFT writes it
 
     def __post_init__(self) -> None:
         def int_field(name, lo, allow_none=False):
@@ -170,8 +172,8 @@ class AdaLoraFunction(Function):
         return out + (grads["db"],) if ctx.trainable_bias else out
 
 
-def _arr(t):
-    return t.data if isinstance(t, Tensor) else (None if t is None else np.asarray(t))
+def _arr(t):  # W0 may be a frozen-weight operator (a 4-bit base): `functional.as_frozen_weight`
+    return t.data if isinstance(t, Tensor) else (None if t is None else functional.as_frozen_weight(t))
 
 
 def adalora_linear(x: Tensor, W0: np.ndarray, b: Tensor | np.ndarray | None, A: Tensor, E: Tensor, B: Tensor,
@@ -280,7 +282,6 @@ class AdaLoraVariant(LoraVariant):
     name = "adalora"
     adapter_keys = ("lora_A.weight", "lora_B.weight", "lora_E.weight")
     model_class = "minilora.lora.adalora:AdaLoraModel"
-    config_class = "minilora.lora.adalora:AdaLoraConfig"
 
     @classmethod
     def init(cls, layer: LoRALinear, init_lora_weights: bool | str) -> None:
@@ -355,11 +356,11 @@ class AdaLoraModel(LoraModel):
         TypeError: config is not an AdaLoraConfig.
     """
 
-    def __init__(self, model, config: AdaLoraConfig):
+    def __init__(self, model, config: AdaLoraConfig, adapter_name: str = DEFAULT_ADAPTER):
         if not isinstance(config, AdaLoraConfig):
             raise TypeError(f"AdaLoraModel: config must be an AdaLoraConfig (init_r, target_r, ...), got "
                             f"{type(config).__name__}")
-        super().__init__(model, config)
+        super().__init__(model, config, adapter_name)
         from .rank_allocator import RankAllocator
 
         self.rankallocator = RankAllocator(self, config)
@@ -368,7 +369,7 @@ class AdaLoraModel(LoraModel):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """(logits, loss) of the wrapped model, plus the orthogonality term while training."""
-        logits, loss = self.base_model(*args, **kwargs)
+        logits, loss = super().forward(*args, **kwargs)
         gamma = self.peft_config.orth_reg_weight
         if loss is not None and gamma > 0 and self.training and is_grad_enabled():
             loss = loss + orth_regularizer([m for _, m in self.lora_layers()]) * gamma
@@ -412,16 +413,17 @@ class AdaLoraModel(LoraModel):
         return out
 
     def save_adapter(self, path: str | PathLike) -> None:
-        """`adapter_io.save_adapter` with the current rank pattern in adapter_config.json."""
+        """`LoraModel.save_adapter` with the current rank pattern in adapter_config.json."""
         self.peft_config.rank_pattern = self.rank_pattern()
-        adapter_io.save_adapter(self, path)
+        super().save_adapter(path)
 
-    def load_adapter(self, path: str | PathLike) -> None:
-        """`adapter_io.load_adapter`, then the file's rank pattern is applied (masked λ stay 0)."""
-        adapter_io.load_adapter(self, path)
+    def load_adapter(self, path: str | PathLike, adapter_name: str | None = None) -> None:
+        """`LoraModel.load_adapter`, then the file's rank pattern is applied (masked λ stay 0) when the
+        file went into the active adapter."""
+        super().load_adapter(path, adapter_name)
         config, _, _ = adapter_io.read_adapter(path)
         pattern = getattr(config, "rank_pattern", None)
-        if pattern:
+        if pattern and adapter_name in (None, self.active_adapter):
             self.apply_rank_pattern(pattern)
 
 
