@@ -6,6 +6,8 @@ Tolerances: gradients in float64, hand vs composed 1e-10 absolute + 1e-9 relativ
 same sums), autograd vs central differences with check_grad's defaults (atol 1e-6, rtol 1e-5);
 forward vs dense ΔW 1e-12; merge/unmerge round trip 1e-12 relative in float64.
 """
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -283,6 +285,18 @@ def test_adapter_round_trip_restores_masks_and_refuses_wrong_keys(tmp_path):
         m2.load_adapter(tmp_path / "plain")
     with pytest.raises(ValueError, match="unknown layers"):
         m2.apply_rank_pattern({"transformer.h.9.attn.c_attn": [True] * 8})
+    meta = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert meta["peft_type"] == "ADALORA" and meta["variant"] == "adalora" and meta["rank_pattern"] == pattern
+    # an AdaLoRA file whose λ key is PEFT's bare `lora_E` (no `.weight`): refused, naming both keys
+    raw = dict(np.load(tmp_path / "a" / "adapter_model.npz"))
+    key = "transformer.h.0.attn.c_attn.lora_E.weight"
+    raw[key[:-len(".weight")]] = raw.pop(key)
+    np.savez(tmp_path / "a" / "adapter_model.npz", **raw)
+    meta["adapter_fingerprint"] = None
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"missing keys \['transformer.h.0.attn.c_attn.lora_E.weight'\], "
+                                         r"unexpected keys \['transformer.h.0.attn.c_attn.lora_E'\]"):
+        m2.load_adapter(tmp_path / "a")
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -351,7 +351,8 @@ class AdaLoraModel(LoraModel):
     Call `update_and_allocate(step)` after each optimizer step, before zero_grad (PEFT's order), or
     pass `training_callbacks()` to `minilora.train.train`, which does it.
     Args:
-        model: the GPT (changed in place). config: an AdaLoraConfig.
+        model: the GPT (changed in place). config: an AdaLoraConfig. adapter_name: as LoraModel's (one
+            AdaLoRA adapter trains at a time, as in PEFT: the allocator follows the active layers).
     Raises:
         TypeError: config is not an AdaLoraConfig.
     """
