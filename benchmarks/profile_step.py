@@ -100,7 +100,8 @@ def profile(config, lora, steps, malloc):
                          ("optimizer", t4 - t3), ("step", t4 - t0)):
                 parts[k].append(v)
             parts["faults"].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    return {k: v / steps for k, v in stats.items()}, {k: statistics.median(v) for k, v in parts.items()}
+    per_step = defaultdict(float, {k: v / steps for k, v in stats.items()})
+    return per_step, {k: statistics.median(v) for k, v in parts.items()}
 
 
 def report(stats, parts, title):

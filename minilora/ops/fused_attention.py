@@ -82,13 +82,16 @@ class Attention(Function):
     Backward (derived):
         dV = P~^T dY;   dP~ = dY V^T;   dP = dP~ * M / keep;   dS = P * (dP - D);
         dQ = s dS K;    dK = s dS^T Q
-    where D_i = sum_j dP_ij P_ij = sum_j dP~_ij P~_ij = dY_i . (P~ V)_i = dY_i . Y_i: a dot product
-    of two (hs,) rows per query instead of a pass over a (T, T) matrix (the identity
-    FlashAttention's backward uses, Dao et al. 2022, eq. in section 3.1 / appendix B.2).
+    where D_i = sum_j dP_ij P_ij. (It also equals dY_i . Y_i, FlashAttention's identity, Dao et al.
+    2022, appendix B.2, a (T, hs) pass instead of a (T, T) one; it was measured and not used: its
+    float32 rounding differs enough to change a sampled character of the seeded demo.)
     Masked entries have P = 0, hence dS = 0 there. One op instead of ~15 primitives: no copies
     for q/k/v slices, no separate mask, softmax and transpose nodes.
-    Memory: the (B, nh, T, T) arrays are P (kept for backward), P~ only with dropout, and one
-    gradient buffer in backward; the per-head products run on one BLAS thread (`ops._blas`).
+    Memory: the (B, nh, T, T) arrays are P (kept for backward), P~ only with dropout, and in backward
+    one gradient buffer and the product dP * P. For T > BLOCK all of them exist only per block of
+    BLOCK query rows and for keys up to the block's end (block-causal: the blocks above the
+    diagonal, 37.5% of the scores at T = 512, are never formed). The per-head products run on one
+    BLAS thread (`ops._blas`).
     """
 
     @staticmethod
@@ -113,16 +116,15 @@ class Attention(Function):
                 np.matmul(pd, v[:, :, :b], out=y[:, :, a:b])
             atts.append(att)
             pds.append(pd)
-        ctx.save_for_backward(q, k, v, atts, pds, dropout_mask, y)
+        ctx.save_for_backward(q, k, v, atts, pds, dropout_mask)
         ctx.scale, ctx.p, ctx.spans = scale, p, spans
         return y.transpose(0, 2, 1, 3).reshape(Bsz, T, C)          # (B, T, C)
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, atts, pds, mask, y = ctx.saved
+        q, k, v, atts, pds, mask = ctx.saved
         Bsz, nh, T, hs = q.shape
         gy = heads(g, Bsz, T, 1, nh)[0]                            # (B, nh, T, hs), contiguous
-        d = (gy * y).sum(axis=-1, keepdims=True)                   # D = rowsum(dY * Y) (B, nh, T, 1)
         dqkv = np.empty((3, Bsz, nh, T, hs), dtype=g.dtype)
         dq, dk, dv = dqkv
         if len(ctx.spans) > 1:
@@ -138,7 +140,7 @@ class Attention(Function):
                 dp = gya @ v[:, :, :b].transpose(0, 1, 3, 2)                    # dP~ (B, nh, b-a, b)
                 if mask is not None:
                     dp *= (mask[:, :, a:b, :b] / g.dtype.type(1 - ctx.p)).astype(g.dtype, copy=False)
-                dp -= d[:, :, a:b]
+                dp -= (dp * att).sum(axis=-1, keepdims=True)                   # D_i, this block's rows
                 dp *= att                                                       # dS / s
                 dp *= ctx.scale                                                 # dS
                 np.matmul(dp, k[:, :, :b], out=dq[:, :, a:b])                   # dQ
