@@ -1,7 +1,7 @@
 """Where the time of one training step goes: a per-op profile of minilora's GPT-2 (float32).
 
 Every `Function` subclass's forward and backward is wrapped with a timer (in this process only), so
-the table lists, per op, the milliseconds of forward and backward per step; the rest of the step is
+the table lists, per op, the median over steps of its forward and backward milliseconds; the rest is
 split into the optimizer (`AdamW.step`), zero_grad, and the engine's own Python work (graph
 recording, topological sort, gradient bookkeeping = step time minus everything timed). Page faults
 per step (allocation that reaches the kernel) come from `getrusage`.
@@ -81,10 +81,11 @@ def profile(config, lora, steps, malloc):
     model, opt, x, y = build(config, lora)
     stats = defaultdict(float)
     parts = defaultdict(list)
+    per_op = defaultdict(list)
     for i in range(3 + steps):
         if i == 3:
             instrument(stats)
-            stats.clear()
+        stats.clear()
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         opt.zero_grad()
@@ -100,8 +101,11 @@ def profile(config, lora, steps, malloc):
                          ("optimizer", t4 - t3), ("step", t4 - t0)):
                 parts[k].append(v)
             parts["faults"].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    per_step = defaultdict(float, {k: v / steps for k, v in stats.items()})
-    return per_step, {k: statistics.median(v) for k, v in parts.items()}
+            for k in set(per_op) | set(stats):
+                per_op[k].append(stats.get(k, 0.0))
+    # medians over steps, per op and per part: one disturbed step does not skew the table
+    return (defaultdict(float, {k: statistics.median(v) for k, v in per_op.items()}),
+            {k: statistics.median(v) for k, v in parts.items()})
 
 
 def report(stats, parts, title):
