@@ -56,3 +56,17 @@ def test_long_context_float32_matches_float64():
     y32, g32 = _grads(lambda t: ops.attention(t, 2), qkv.astype(np.float32), g.astype(np.float32))
     np.testing.assert_allclose(y32, y64, rtol=0, atol=1e-5 * np.abs(y64).max())
     np.testing.assert_allclose(g32, g64, rtol=0, atol=1e-5 * np.abs(g64).max())
+
+
+def test_writing_into_the_input_after_forward_leaves_the_gradient_unchanged():
+    """The op keeps its own contiguous copies of q, k, v (`heads`), so an in-place write into qkv
+    between forward and backward cannot corrupt the gradient (and needs no version error)."""
+    rng = np.random.default_rng(5)
+    qkv = rng.standard_normal((2, 6, 12))
+    g = rng.standard_normal((2, 6, 4))
+    _, want = _grads(lambda t: ops.attention(t, 2), qkv, g)
+    x = Tensor(qkv.copy(), requires_grad=True)
+    y = ops.attention(x, 2)
+    x.data -= 0.5                                       # what an optimizer step does
+    y.backward(g)
+    np.testing.assert_array_equal(x.grad, want)
