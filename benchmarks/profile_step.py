@@ -4,7 +4,8 @@ Every `Function` subclass's forward and backward is wrapped with a timer (in thi
 the table lists, per op, the median over steps of its forward and backward milliseconds; the rest is
 split into the optimizer (`AdamW.step`), zero_grad, and the engine's own Python work (graph
 recording, topological sort, gradient bookkeeping = step time minus everything timed). Page faults
-per step (allocation that reaches the kernel) come from `getrusage`.
+per step (allocation that reaches the kernel) and the growth of the peak RSS over the steps (what
+the graph keeps for backward, plus temporaries) come from `getrusage` (Linux).
 
     python benchmarks/profile_step.py                    # config M, full step, 10 steps
     python benchmarks/profile_step.py --config S --lora  # LoRA r=8 on c_attn
@@ -39,6 +40,14 @@ def _subclasses(cls):
         out.append(c)
         out.extend(_subclasses(c))
     return out
+
+
+def _rss_mb():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def instrument(stats):
@@ -79,6 +88,7 @@ def profile(config, lora, steps, malloc):
         from minilora.perf import configure_malloc
         configure_malloc()
     model, opt, x, y = build(config, lora)
+    rss0 = _rss_mb()
     stats = defaultdict(float)
     parts = defaultdict(list)
     per_op = defaultdict(list)
@@ -103,6 +113,7 @@ def profile(config, lora, steps, malloc):
             parts["faults"].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             for k in set(per_op) | set(stats):
                 per_op[k].append(stats.get(k, 0.0))
+    parts["peak_growth_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0]
     # medians over steps, per op and per part: one disturbed step does not skew the table
     return (defaultdict(float, {k: statistics.median(v) for k, v in per_op.items()}),
             {k: statistics.median(v) for k, v in parts.items()})
@@ -113,7 +124,7 @@ def report(stats, parts, title):
     step = parts["step"]
     ops = sorted({k[0] for k in stats}, key=lambda n: -(stats[(n, "forward")] + stats[(n, "backward")]))
     lines = [f"### {title}", "", f"step {ms(step):.1f} ms (median); page faults/step {parts['faults']:.0f}; "
-             f"load {os.getloadavg()[0]:.2f}", "",
+             f"peak RSS growth over the steps {parts['peak_growth_mb']:.0f} MB; load {os.getloadavg()[0]:.2f}", "",
              "| op | category | forward ms | backward ms | share of step |", "|---|---|---|---|---|"]
     cat_tot = defaultdict(float)
     for n in ops:
