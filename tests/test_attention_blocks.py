@@ -70,3 +70,27 @@ def test_writing_into_the_input_after_forward_leaves_the_gradient_unchanged():
     x.data -= 0.5                                       # what an optimizer step does
     y.backward(g)
     np.testing.assert_array_equal(x.grad, want)
+
+
+def test_single_thread_blas_sets_one_thread_and_restores(monkeypatch):
+    """The per-head GEMMs run on one OpenBLAS thread; the process's setting comes back afterwards,
+    also after an exception, and the helper is a no-op where OpenBLAS is not found."""
+    from minilora.ops import _blas
+
+    funcs = _blas._openblas_funcs()
+    if funcs:
+        get, put = funcs
+        before = get()
+        put(2)
+        try:
+            with _blas.single_thread_blas():
+                assert get() == 1
+            assert get() == 2
+            with pytest.raises(KeyError), _blas.single_thread_blas():
+                raise KeyError("inside")
+            assert get() == 2
+        finally:
+            put(before)
+    monkeypatch.setattr(_blas, "_FUNCS", ())
+    with _blas.single_thread_blas():
+        pass
