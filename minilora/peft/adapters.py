@@ -31,7 +31,7 @@ import numpy as np
 from .. import ops
 from ..function import Function
 from ..nn.layers import Linear
-from ..nn.module import Module, Parameter
+from ..nn.module import Module
 from ..tensor import Tensor
 
 __all__ = ["AdapterFunction", "adapter", "adapter_composed", "AdapterLinear"]
@@ -116,9 +116,9 @@ class AdapterLinear(Module):
         self.bias = linear.bias
         self.non_linearity = non_linearity
         self.adapter_down = Linear(d_out, bottleneck_size, dtype=dt)
-        self.adapter_down.weight = Parameter(rng.normal(0.0, init_std, (bottleneck_size, d_out)).astype(dt))
+        self.adapter_down.weight.data = rng.normal(0.0, init_std, (bottleneck_size, d_out)).astype(dt)
         self.adapter_up = Linear(bottleneck_size, d_out, dtype=dt)
-        self.adapter_up.weight = Parameter(np.zeros((d_out, bottleneck_size), dtype=dt))
+        self.adapter_up.weight.data = np.zeros((d_out, bottleneck_size), dtype=dt)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (..., d_in) -> (..., d_out)."""

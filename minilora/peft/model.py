@@ -88,6 +88,14 @@ class PeftModel(Module):
             if name != "base_model":
                 yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
 
+    def get_submodule(self, name: str) -> Module:
+        """The submodule at a dotted name: the GPT's names, or this model's own (`prompt_encoder...`)."""
+        own = name.split(".")[0] in self._modules and name.split(".")[0] != "base_model"
+        return Module.get_submodule(self, name) if own or not name else self.base_model.get_submodule(name)
+
+    def set_submodule(self, name: str, module: Module) -> None:
+        self.base_model.set_submodule(name, module)
+
     def __getattr__(self, name):  # only called when normal lookup fails
         base = self.__dict__.get("base_model")
         if base is None:

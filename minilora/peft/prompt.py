@@ -23,7 +23,7 @@ import numpy as np
 from .. import ops
 from ..function import Function
 from ..nn.layers import Embedding, Linear
-from ..nn.module import Module, Parameter
+from ..nn.module import Module
 from ..tensor import Tensor
 
 __all__ = ["PrependPrompt", "prepend_prompt", "prepend_prompt_composed", "PromptEncoder"]
@@ -97,7 +97,7 @@ class PromptEncoder(Module):
             raise ValueError(f"PromptEncoder: init must have shape {(num_virtual_tokens, width)}, "
                              f"got {np.shape(table)}")
         self.embedding = Embedding(num_virtual_tokens, width, dtype=dtype)
-        self.embedding.weight = Parameter(np.asarray(table, dtype=dtype))
+        self.embedding.weight.data = np.asarray(table, dtype=dtype)
         if prefix_projection:
             H = encoder_hidden_size or token_dim
             self.transform = _MLP(token_dim, H, out_dim, init_std, rng, dtype)
@@ -115,8 +115,8 @@ class _MLP(Module):
     def __init__(self, C, H, out, std, rng, dtype):
         super().__init__()
         first, second = Linear(C, H, dtype=dtype), Linear(H, out, dtype=dtype)
-        first.weight = Parameter(rng.normal(0.0, std, (H, C)).astype(dtype))
-        second.weight = Parameter(rng.normal(0.0, std, (out, H)).astype(dtype))
+        first.weight.data = rng.normal(0.0, std, (H, C)).astype(dtype)
+        second.weight.data = rng.normal(0.0, std, (out, H)).astype(dtype)
         setattr(self, "0", first)
         setattr(self, "2", second)
 
