@@ -116,6 +116,9 @@ class PrefixTuningConfig(_Config):
         prefix_projection: reparameterise (Li & Liang §4.3): E (P, C) -> Linear(C, encoder_hidden_size)
             -> tanh -> Linear(encoder_hidden_size, n_layer 2 C); False: E (P, n_layer 2 C) directly.
         encoder_hidden_size: int >= 1 or None (None: C), the MLP's hidden width.
+        prefix_init_text: without projection, start E from the base model's own keys and values
+            for the bytes of this text (repeated or cut to P): Li & Liang §7.4 found an init from
+            activations of real words much better than random; None: normal(0, init_std).
         init_std: std of the normal init of E (and of the MLP weights; their biases start at 0).
     """
 
@@ -123,6 +126,7 @@ class PrefixTuningConfig(_Config):
     num_virtual_tokens: int = 8
     prefix_projection: bool = False
     encoder_hidden_size: int | None = None
+    prefix_init_text: str | None = "Python source code:\n"
     init_std: float = 0.02
 
     def __post_init__(self):
@@ -131,6 +135,9 @@ class PrefixTuningConfig(_Config):
                                             allow_none=True)
         if not isinstance(self.prefix_projection, bool):
             raise ValueError(f"PrefixTuningConfig.prefix_projection must be a bool, got {self.prefix_projection!r}")
+        if self.prefix_init_text is not None and not (isinstance(self.prefix_init_text, str) and self.prefix_init_text):
+            raise ValueError(f"PrefixTuningConfig.prefix_init_text must be None or a non-empty str, "
+                             f"got {self.prefix_init_text!r}")
 
 
 @dataclass

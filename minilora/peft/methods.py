@@ -64,8 +64,11 @@ class PrefixTuningModel(PeftModel):
         for i in range(L):
             replace_module(self.base_model, f"transformer.h.{i}.attn",
                            PrefixSelfAttention(self.base_model.get_submodule(f"transformer.h.{i}.attn")))
+        init = None
+        if cfg.prefix_init_text is not None and not cfg.prefix_projection:
+            init = _real_word_kv(self.base_model, cfg.prefix_init_text, cfg.num_virtual_tokens)
         self.prompt_encoder = PromptEncoder(cfg.num_virtual_tokens, C, 2 * L * C, cfg.prefix_projection,
-                                            cfg.encoder_hidden_size, init_std=cfg.init_std, rng=rng,
+                                            cfg.encoder_hidden_size, init=init, init_std=cfg.init_std, rng=rng,
                                             dtype=self.base_model.dtype)
 
     def _is_adapter(self, name):
@@ -118,8 +121,7 @@ class PromptModel(PeftModel):
         wte = self.base_model.transformer.wte.weight.data
         init = None
         if getattr(cfg, "prompt_tuning_init", None) == "TEXT":
-            ids = np.frombuffer(cfg.prompt_tuning_init_text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-            init = wte[np.resize(ids % wte.shape[0], P)]           # repeated or cut to P, as PEFT
+            init = wte[_text_ids(cfg.prompt_tuning_init_text, P, wte.shape[0])]   # repeated or cut to P, as PEFT
         elif getattr(cfg, "prompt_tuning_init", None) == "SAMPLE_VOCAB":
             init = wte[rng.integers(0, wte.shape[0], P)]
         elif getattr(cfg, "prompt_tuning_init", None) == "RANDOM":
@@ -247,6 +249,28 @@ class IA3Model(PeftModel):
             replace_module(self.base_model, name, Linear.from_parameters(m.weight, m.bias))
         self.base_model.requires_grad_(True)
         return self.base_model
+
+
+def _text_ids(text: str, n: int, vocab: int) -> np.ndarray:
+    """The byte ids of `text`, repeated or cut to n (PEFT's TEXT init rule)."""
+    ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64) % vocab
+    return np.resize(ids, n)
+
+
+def _real_word_kv(gpt, text: str, P: int) -> np.ndarray:
+    """(P, n_layer 2 C): every layer's keys and values of the base model reading `text` (PEFT's layout)."""
+    from ..tensor import no_grad
+    ids = _text_ids(text, min(P, gpt.config.block_size), gpt.config.vocab_size)
+    ids = np.resize(ids, P)[None, :min(P, gpt.config.block_size)]
+    tr, C = gpt.transformer, gpt.config.n_embd
+    cols = []
+    with no_grad():
+        x = tr.wte(ids) + tr.wpe(np.arange(ids.shape[1]))
+        for block in tr.h:
+            qkv = block.attn.c_attn(block.ln_1(x)).data[0]          # (P', 3C)
+            cols += [qkv[:, C:2 * C], qkv[:, 2 * C:]]
+            x = block(x)
+    return np.resize(np.concatenate(cols, axis=1), (P, 2 * len(tr.h) * C))
 
 
 def _no_grad_value(encoder):
