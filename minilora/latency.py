@@ -81,10 +81,9 @@ def build_models(cfg: LatencyConfig) -> dict:
     merged.merge_adapter()
     models["LoRA merged"] = merged
     models["LoRA unmerged"] = randomise(get_peft_model(GPT(gcfg, seed=cfg.seed), lora))
-    models["Adapter^H"] = randomise(peft.get_peft_model(GPT(gcfg, seed=cfg.seed),
-                                                        peft.make_config("adapter_h", bottleneck_size=cfg.bottleneck_size)))
-    models["Adapter^L"] = randomise(peft.get_peft_model(GPT(gcfg, seed=cfg.seed),
-                                                        peft.make_config("adapter_l", bottleneck_size=cfg.bottleneck_size)))
+    for name, method in (("Adapter^H", "adapter_h"), ("Adapter^L", "adapter_l")):
+        adapters = peft.make_config(method, bottleneck_size=cfg.bottleneck_size)
+        models[name] = randomise(peft.get_peft_model(GPT(gcfg, seed=cfg.seed), adapters))
     ia3 = randomise(peft.get_peft_model(GPT(gcfg, seed=cfg.seed), peft.make_config("ia3")))
     ia3.merge_adapter()
     models["IA3 merged"] = ia3

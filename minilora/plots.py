@@ -325,9 +325,9 @@ def plot_latency_overhead(overhead, batch_sizes, seq_lens, path, title="Inferenc
         if a.shape != (len(seq_lens), len(batch_sizes)):
             raise ValueError(f"{fn}: overhead[{model!r}] has shape {a.shape}, expected "
                              f"{(len(seq_lens), len(batch_sizes))}")
-        for ax, row in zip(axes, a):
+        for ax, row in zip(axes, a, strict=True):
             ax.plot(batch_sizes, row, marker="o", label=str(model))
-    for ax, T in zip(axes, seq_lens):
+    for ax, T in zip(axes, seq_lens, strict=True):
         ax.axhline(0.0, color="gray", linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_xticks(batch_sizes)

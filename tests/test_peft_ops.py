@@ -38,7 +38,7 @@ def three_way(fused, composed, arrays, seed=0):
     y_f, g_f = _grads(fused, arrays, c)
     y_c, g_c = _grads(composed, arrays, c)
     np.testing.assert_allclose(y_f, y_c, atol=1e-10, rtol=1e-10)
-    for i, (a, b) in enumerate(zip(g_f, g_c)):
+    for i, (a, b) in enumerate(zip(g_f, g_c, strict=True)):
         np.testing.assert_allclose(a, b, atol=1e-10, rtol=1e-10, err_msg=f"input {i}: hand vs composed")
     check_grad(fused, *[Tensor(a, requires_grad=True) for a in arrays], seed=seed)
 
@@ -112,8 +112,8 @@ def prefix_cases(draw):
 def test_prefix_attention_backward_three_ways(case):
     arrays, n_head, mask, seed = case
     p = 0.3 if mask is not None else 0.0
-    three_way(lambda *t: prefix_attention(*t, n_head, mask, p), lambda *t: prefix_attention_composed(*t, n_head, mask, p),
-              arrays, seed)
+    three_way(lambda *t: prefix_attention(*t, n_head, mask, p),
+              lambda *t: prefix_attention_composed(*t, n_head, mask, p), arrays, seed)
 
 
 def test_prefix_mask_shows_the_prefix_to_every_position_and_stays_causal():
@@ -174,3 +174,22 @@ def test_bitfit_bias_gradients_three_ways(N, d_in, d_out, seed):
     xs = rng.uniform(-1, 1, (N, d_out))
     three_way(lambda b_: ops.layer_norm(Tensor(xs), Tensor(w_ln), b_),
               lambda b_: ops.layer_norm_composed(Tensor(xs), Tensor(w_ln), b_), [b], seed)
+
+
+@SETTINGS
+@given(st.integers(1, 8), st.integers(0, 6))
+def test_the_exercise_mask_is_the_package_mask(T, P):
+    from minilora.exercises.solutions.prefix_attention_mask import prefix_attention_mask
+    np.testing.assert_array_equal(prefix_attention_mask(T, P), prefix_mask(T, P))
+
+
+@SETTINGS
+@given(adapter_cases())
+def test_the_exercise_adapter_backward_is_the_package_backward(case):
+    from minilora.exercises.solutions.adapter_backward import adapter_backward
+    arrays, _, seed = case
+    h = arrays[0].reshape(-1, arrays[0].shape[-1])
+    g = np.random.default_rng(seed).standard_normal(h.shape)
+    _, grads = _grads(lambda *t: adapter(*t, activation="relu"), [h, *arrays[1:]], g)
+    for mine, ref in zip(grads, adapter_backward(h, *arrays[1:], g), strict=True):
+        np.testing.assert_allclose(mine, ref, atol=1e-12, rtol=1e-12)
