@@ -68,9 +68,8 @@ class LatencyConfig:
 def build_models(cfg: LatencyConfig) -> dict:
     """Name -> model in eval mode: base, LoRA merged / unmerged, Adapter^H / ^L, IA3 merged, prefix."""
     gcfg = GPTConfig(block_size=max(cfg.seq_lens), n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd)
-    rng = np.random.default_rng(cfg.seed)
-
     def randomise(model):                    # non-zero adapters, so nothing is skipped by accident
+        rng = np.random.default_rng(cfg.seed)
         for p in model.trainable_parameters():
             p.data = (p.data + 0.01 * rng.standard_normal(p.shape)).astype(p.dtype)
         return model
