@@ -4,8 +4,13 @@ Every method starts from the same base (the shipped `pydoc-s` checkpoint: GPT co
 on English prose), trains on the same corpus (`stdlib`, Python source) for the same steps with the
 same batches (one seed), and is measured the same way:
 
-    trainable parameters, AdamW state bytes, median ms per training step (forward, backward, AdamW),
+    trainable parameters, AdamW state bytes, ms per training step (forward, backward, AdamW),
     validation loss on code (the task) and on prose (forgetting), positions of the context it uses up.
+
+ms per step is measured after training, interleaved: `timing_rounds` rounds, each taking one step
+of every trained model in a freshly shuffled order, and the median over rounds (a shared machine's
+slow spells then hit every method alike; the medians of the training runs themselves, taken one
+method after another, are kept in compare.json as `ms_per_step_train`).
 
 Methods: full fine-tuning; LoRA at ranks 1, 4, 16 on c_attn (and each registered LoRA-family
 variant at r = 4); Adapter^H and Adapter^L (bottleneck 2 and 16); prefix-layer (P = 4, 16 and
@@ -27,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import io as _io
 from . import peft
 from .checkpoints import load_pretrained
@@ -34,10 +41,11 @@ from .data import ByteTokenizer, TokenDataset, load_corpus
 from .finetune import finetune
 from .lora import LoraConfig
 from .lora.variant import VARIANTS
+from .optim import AdamW
 from .train import TrainConfig, evaluate
 
-__all__ = ["CompareConfig", "Spec", "default_specs", "run_compare", "format_compare_table", "pareto_front",
-           "add_compare_arguments", "run_compare_command"]
+__all__ = ["CompareConfig", "Spec", "default_specs", "run_compare", "interleaved_step_ms", "format_compare_table",
+           "pareto_front", "add_compare_arguments", "run_compare_command"]
 
 FAMILY_LR = {"full": 1e-3, "lora": 1e-2, "adapter_h": 3e-3, "adapter_l": 3e-3, "prefix_layer": 3e-2,
              "prefix_embedding": 3e-2, "prompt_tuning": 3e-2, "bitfit": 1e-2, "ia3": 3e-2}
@@ -59,11 +67,12 @@ class CompareConfig:
     base: str = "pydoc-s"
     prompt_room: int = 16
     families: list | None = None
+    timing_rounds: int = 5
 
     @classmethod
     def quick(cls) -> CompareConfig:
-        """The smoke run: 4 steps, batch 4, one validation batch."""
-        return cls(steps=4, batch_size=4, eval_batches=1)
+        """The smoke run: 4 steps, batch 4, one validation batch, one timing round."""
+        return cls(steps=4, batch_size=4, eval_batches=1, timing_rounds=1)
 
 
 @dataclass
@@ -127,6 +136,29 @@ def format_compare_table(rows: list[dict], base: dict) -> str:
     return "\n".join(lines)
 
 
+def interleaved_step_ms(models: list, batch: tuple, rounds: int, seed: int = 0) -> list[float]:
+    """Median ms of one training step (forward, backward, AdamW) of each model, interleaved.
+
+    Each round takes one step of every model in a shuffled order. The models are trained further
+    by these steps (lr 1e-3): call this after evaluating them.
+    """
+    x, y = batch
+    opts = [AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0) for m in models]
+    times = np.zeros((rounds, len(models)))
+    rng = np.random.default_rng(seed)
+    for m in models:
+        m.train()
+    for k in range(rounds):
+        for i in rng.permutation(len(models)):
+            t = time.perf_counter()
+            opts[i].zero_grad()
+            _, loss = models[i](x, y)
+            loss.backward()
+            opts[i].step()
+            times[k, i] = (time.perf_counter() - t) * 1e3
+    return [float(v) for v in np.median(times, axis=0)]
+
+
 def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig | None = None, log=print) -> dict:
     """Fine-tune every method of `default_specs()` (or `cfg.families`) and write the table.
 
@@ -155,7 +187,7 @@ def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig 
     base_losses = {"code": evaluate(base, code_val), "prose": evaluate(base, prose_val)}
     log(f"base {cfg.base}: code val {base_losses['code']:.3f}, prose val {base_losses['prose']:.3f} "
         f"(context {T} bytes); {len(specs)} methods x {cfg.steps} steps")
-    rows = []
+    rows, trained = [], []
     for spec in specs:
         tcfg = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=_lr(spec.family),
                            warmup_steps=min(30, cfg.steps // 10), weight_decay=0.0, eval_interval=cfg.steps,
@@ -176,8 +208,12 @@ def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig 
                "positions_used": int(getattr(model, "sequence_tokens_used", 0)),
                "mergeable": spec.kind != "peft" or bool(getattr(model, "mergeable", False))}
         rows.append(row)
-        log(f"  {spec.label:<28} {row['trainable_params']:>9,} params  {row['ms_per_step']:5.0f} ms/step  "
-            f"code {row['code_val']:.3f}  prose {row['prose_val']:.3f}")
+        trained.append(model)
+        log(f"  {spec.label:<28} {row['trainable_params']:>9,} params  code {row['code_val']:.3f}  "
+            f"prose {row['prose_val']:.3f}")
+    batch = code.get_batch("train", cfg.batch_size, T, np.random.default_rng(cfg.seed + 2))
+    for row, ms in zip(rows, interleaved_step_ms(trained, batch, cfg.timing_rounds, cfg.seed), strict=True):
+        row["ms_per_step_train"], row["ms_per_step"] = row["ms_per_step"], ms
     table = format_compare_table(rows, base_losses)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     log("\n== validation loss in nats per byte (lower is better); * = on the Pareto front")
