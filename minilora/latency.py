@@ -12,6 +12,12 @@ alike); each model is warmed up once per cell first. A cell's figure is the medi
 the milliseconds of one forward pass (no_grad, eval mode); the overhead is 100 (median_model /
 median_base - 1) %. Per-token figures divide by B T.
 
+Clock: by default the process's CPU time (`time.process_time`), not the wall clock. With one BLAS
+thread (run `OPENBLAS_NUM_THREADS=1 minilora latency`, as the tests do) the two agree on a quiet machine; on a
+shared one the wall clock also counts the time the process waited for a core, which at a load of
+3-4 per core swamps millisecond forward passes (we measured "+278%" for merged LoRA that way).
+`--clock wall` gives wall-clock medians; both are kept in latency.json.
+
 What reproduces on a CPU, and why (see docs/interview_answers.md for a measured table):
 * merged LoRA and merged IA3 cost nothing: after merging, the forward is the base model's, op for op
   (their overhead is noise around 0).
@@ -46,11 +52,13 @@ __all__ = ["LatencyConfig", "build_models", "measure_latency", "format_latency_t
 
 @dataclass
 class LatencyConfig:
-    """The grid and the model. rounds: interleaved repetitions per cell (the median is taken)."""
+    """The grid and the model. rounds: interleaved repetitions per cell (the median is taken);
+    clock: "cpu" (process CPU time) or "wall"."""
 
     batch_sizes: list = field(default_factory=lambda: [1, 2, 4, 8, 16])
     seq_lens: list = field(default_factory=lambda: [1, 32, 128])
-    rounds: int = 7
+    rounds: int = 15
+    clock: str = "cpu"
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -93,11 +101,18 @@ def build_models(cfg: LatencyConfig) -> dict:
     return models
 
 
-def measure_latency(models: dict, cfg: LatencyConfig, log=print) -> dict[str, np.ndarray]:
-    """Name -> ms per forward pass, array (len(seq_lens), len(batch_sizes)) of interleaved medians."""
+def measure_latency(models: dict, cfg: LatencyConfig, log=print, clocks: dict | None = None) -> dict[str, np.ndarray]:
+    """Name -> ms per forward pass, array (len(seq_lens), len(batch_sizes)) of interleaved medians
+    on `cfg.clock`. If `clocks` is a dict, the medians of both clocks are put in it ("cpu", "wall").
+
+    Raises: ValueError for a clock other than "cpu" or "wall".
+    """
+    if cfg.clock not in ("cpu", "wall"):
+        raise ValueError(f"latency: clock must be 'cpu' or 'wall', got {cfg.clock!r}")
     rng = np.random.default_rng(cfg.seed)
     names = list(models)
     times = {n: np.zeros((cfg.rounds, len(cfg.seq_lens), len(cfg.batch_sizes))) for n in names}
+    walls = {n: np.zeros_like(t) for n, t in times.items()}
     with no_grad():
         for k in range(cfg.rounds):
             for i, T in enumerate(cfg.seq_lens):
@@ -107,11 +122,17 @@ def measure_latency(models: dict, cfg: LatencyConfig, log=print) -> dict[str, np
                         for n in names:
                             models[n](idx)                          # warm-up
                     for n in rng.permutation(names):
-                        t = time.perf_counter()
+                        c, t = time.process_time(), time.perf_counter()
                         models[n](idx)
-                        times[n][k, i, j] = (time.perf_counter() - t) * 1e3
-            log(f"  round {k + 1}/{cfg.rounds} done")
-    return {n: np.median(t, axis=0) for n, t in times.items()}
+                        walls[n][k, i, j] = (time.perf_counter() - t) * 1e3
+                        times[n][k, i, j] = (time.process_time() - c) * 1e3
+            if (k + 1) % 5 == 0 or k + 1 == cfg.rounds:
+                log(f"  round {k + 1}/{cfg.rounds} done")
+    cpu = {n: np.median(t, axis=0) for n, t in times.items()}
+    wall = {n: np.median(t, axis=0) for n, t in walls.items()}
+    if clocks is not None:
+        clocks.update(cpu=cpu, wall=wall)
+    return cpu if cfg.clock == "cpu" else wall
 
 
 def format_latency_table(ms: dict[str, np.ndarray], cfg: LatencyConfig) -> str:
@@ -141,10 +162,13 @@ def run_latency(out_dir: str | os.PathLike = "runs/latency", cfg: LatencyConfig 
     models = build_models(cfg)
     log(f"{len(models)} models x {len(cfg.seq_lens) * len(cfg.batch_sizes)} cells x {cfg.rounds} rounds, "
         f"interleaved; load average {load_before}")
-    ms = measure_latency(models, cfg, log)
+    if cfg.clock == "cpu" and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        log("warning: OPENBLAS_NUM_THREADS is not 1: CPU time then adds up every BLAS thread's time")
+    clocks: dict = {}
+    ms = measure_latency(models, cfg, log, clocks)
     table = format_latency_table(ms, cfg)
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
-    log("\n== latency of one forward pass: base in ms, others in % over the base (medians)")
+    log(f"\n== latency of one forward pass ({cfg.clock} clock): base in ms, others in % over the base (medians)")
     log(table)
     log(f"load average before {load_before}, after {load_after}")
     overhead = {n: 100.0 * (a / ms["base"] - 1.0) for n, a in ms.items() if n != "base"}
@@ -157,6 +181,7 @@ def run_latency(out_dir: str | os.PathLike = "runs/latency", cfg: LatencyConfig 
     per_token = {n: (a / (np.array(cfg.seq_lens)[:, None] * np.array(cfg.batch_sizes)[None, :]) * 1e3).tolist()
                  for n, a in ms.items()}
     result = {"config": asdict(cfg), "ms": {n: a.tolist() for n, a in ms.items()},
+              "ms_by_clock": {k: {n: a.tolist() for n, a in v.items()} for k, v in clocks.items()},
               "overhead_pct": {n: a.tolist() for n, a in overhead.items()}, "us_per_token": per_token,
               "loadavg": [load_before, load_after], "seconds": time.perf_counter() - t0, "files": {"plot": png}}
     _io.save_json_atomic(out / "latency.json", result)
@@ -168,7 +193,9 @@ def run_latency(out_dir: str | os.PathLike = "runs/latency", cfg: LatencyConfig 
 def add_latency_arguments(p) -> None:
     """argparse arguments of `minilora latency`."""
     p.add_argument("--out", default="runs/latency", help="output folder (default runs/latency)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell (default 7)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell (default 15)")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="process CPU time (default; robust on a shared machine) or wall clock")
     p.add_argument("--quick", action="store_true", help="smoke run: batch 1 and 4, sequence 1 and 32, 2 rounds")
 
 
@@ -179,5 +206,6 @@ def run_latency_command(args) -> int:
         if args.rounds < 1:
             raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
         cfg.rounds = args.rounds
+    cfg.clock = args.clock
     run_latency(args.out, cfg)
     return 0
