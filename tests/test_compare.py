@@ -77,3 +77,8 @@ def test_latency_table_gives_percent_over_the_base():
     cfg = LatencyConfig(batch_sizes=[1], seq_lens=[1])
     text = format_latency_table({"base": np.array([[2.0]]), "slow": np.array([[3.0]])}, cfg)
     assert "2.00" in text and "+50.0%" in text
+
+
+def test_latency_cli_refuses_zero_rounds(capsys):
+    assert main(["latency", "--quick", "--rounds", "0", "--out", "/tmp/never"]) == 2
+    assert "--rounds must be >= 1" in capsys.readouterr().err
