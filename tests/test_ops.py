@@ -11,11 +11,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+import strategies as S  # tests/ is on sys.path (pytest rootdir-less "prepend" import mode)
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minilora import Tensor, check_grad, ops
-import strategies as S  # tests/ is on sys.path (pytest rootdir-less "prepend" import mode)
 
 # ================================================================ the catalog
 CASES = {}
@@ -125,8 +126,10 @@ def _(draw):
                          st.lists(st.integers(0, n), max_size=3).map(sorted)))
     x = draw(S.arrays(shape))
     # weight each piece differently so a gradient sent to the wrong piece is caught
-    fn = lambda t: ops.concatenate([p * float(i + 1) for i, p in enumerate(ops.split(t, how, axis))], axis)
-    ref = lambda a: np.concatenate([p * (i + 1) for i, p in enumerate(np.split(a, how, axis))], axis)
+    def fn(t):
+        return ops.concatenate([p * float(i + 1) for i, p in enumerate(ops.split(t, how, axis))], axis)
+    def ref(a):
+        return np.concatenate([p * (i + 1) for i, p in enumerate(np.split(a, how, axis))], axis)
     return [x], fn, ref
 
 
@@ -343,7 +346,7 @@ def test_float32_in_float32_out(name, data):
     out32, g32 = _grads(fn, [a.astype(np.float32) for a in arrays], c)
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32.data, out64.data, rtol=1e-4, atol=1e-5)
-    for a, b in zip(g32, g64):
+    for a, b in zip(g32, g64, strict=True):
         assert a.dtype == np.float32 and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * (1 + np.abs(b).max(initial=0)))
 
@@ -388,7 +391,7 @@ def test_fused_equals_composed(name, fused, composed, data):
     yf, gf = _grads(lambda *ts: fused(*ts, **kw), arrays, c)
     yc, gc_ = _grads(lambda *ts: composed(*ts, **kw), arrays, c)
     np.testing.assert_allclose(yf.data, yc.data, rtol=0, atol=1e-12)
-    for a, b in zip(gf, gc_):
+    for a, b in zip(gf, gc_, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 
@@ -533,23 +536,30 @@ def test_embedding_and_cross_entropy_reject_bad_targets():
         ops.cross_entropy(z, np.array([0, 3]))
 
 
-# ================================================================ ops.py shadows builtins (max, sum, pow)
+# ================================================================ the ops package shadows builtins (max, sum, pow)
 def test_op_internals_never_call_a_shadowed_builtin():
-    """ops.py defines `max`, `sum` and `pow` at module level, so a bare `max(a, b)` inside a Function
-    or a private helper calls the op, not the builtin (this broke transpose with explicit axes and
-    every reduction with an explicit axis). Internals must write `builtins.max`."""
+    """minilora.ops defines `max`, `sum` and `pow`, and its modules import them from each other, so a
+    bare `max(a, b)` inside a Function or a private helper calls the op, not the builtin (this broke
+    transpose with explicit axes and every reduction with an explicit axis). Internals must write
+    `builtins.max`."""
     import ast
     import builtins
+    import importlib
     import inspect
+    import pkgutil
 
-    tree = ast.parse(inspect.getsource(ops))
-    shadowed = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and hasattr(builtins, n.name)}
+    shadowed = {name for name in dir(ops) if hasattr(builtins, name) and callable(getattr(ops, name))
+                and getattr(ops, name) is not getattr(builtins, name)}
     assert {"max", "sum", "pow"} <= shadowed
-    internals = [n for n in tree.body if isinstance(n, ast.ClassDef)
-                 or (isinstance(n, ast.FunctionDef) and n.name.startswith("_"))]
-    bad = [(node.name, call.lineno) for node in internals for call in ast.walk(node)
-           if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in shadowed]
-    assert bad == [], f"bare calls to shadowed builtins in ops.py internals: {bad}"
+    bad = []
+    for info in pkgutil.iter_modules(ops.__path__):
+        module = importlib.import_module(f"minilora.ops.{info.name}")
+        tree = ast.parse(inspect.getsource(module))
+        internals = [n for n in tree.body if isinstance(n, ast.ClassDef)
+                     or (isinstance(n, ast.FunctionDef) and n.name.startswith("_"))]
+        bad += [(info.name, node.name, call.lineno) for node in internals for call in ast.walk(node)
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in shadowed]
+    assert bad == [], f"bare calls to shadowed builtins in the ops modules' internals: {bad}"
 
 
 @pytest.mark.parametrize("fn", [
