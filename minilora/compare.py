@@ -13,7 +13,7 @@ slow spells then hit every method alike; the medians of the training runs themse
 method after another, are kept in compare.json as `ms_per_step_train`).
 
 Methods: full fine-tuning; LoRA at ranks 1, 4, 16 on c_attn (and each registered LoRA-family
-variant at r = 4); Adapter^H and Adapter^L (bottleneck 2 and 16); prefix-layer (P = 4, 16 and
+variant at r = 4, VeRA at r = 64); Adapter^H and Adapter^L (bottleneck 2 and 16); prefix-layer (P = 4, 16 and
 16 with the reparameterisation MLP); prefix-embedding and prompt tuning (P = 4, 16); BitFit (all
 biases, c_attn only); IA3 (PEFT's GPT-2 targets, and c_fc added).
 
@@ -47,6 +47,7 @@ from .train import TrainConfig, evaluate
 __all__ = ["CompareConfig", "Spec", "default_specs", "run_compare", "interleaved_step_ms", "format_compare_table",
            "pareto_front", "add_compare_arguments", "run_compare_command"]
 
+VARIANT_R = {"vera": 64}      # VeRA's A and B are frozen and random: it needs a large r (its paper: 256-1024)
 FAMILY_LR = {"full": 1e-3, "lora": 1e-2, "adapter_h": 3e-3, "adapter_l": 3e-3, "prefix_layer": 3e-2,
              "prefix_embedding": 3e-2, "prompt_tuning": 3e-2, "bitfit": 1e-2, "ia3": 3e-2}
 
@@ -90,7 +91,8 @@ def default_specs() -> list[Spec]:
     """The methods and sizes of the default table (see the module docstring)."""
     s = [Spec("full fine-tuning", "full", "full", {})]
     s += [Spec(f"LoRA r={r} (c_attn)", "lora", "lora", {"r": r, "lora_alpha": 2 * r}) for r in (1, 4, 16)]
-    s += [Spec(f"LoRA variant {v} r=4", f"lora:{v}", "lora", {"r": 4, "lora_alpha": 8, "variant": v})
+    s += [Spec(f"LoRA variant {v} r={VARIANT_R.get(v, 4)}", f"lora:{v}", "lora",
+               {"r": VARIANT_R.get(v, 4), "lora_alpha": 2 * VARIANT_R.get(v, 4), "variant": v})
           for v in sorted(VARIANTS) if v != "lora"]
     for fam, name in (("adapter_h", "Adapter^H"), ("adapter_l", "Adapter^L")):
         s += [Spec(f"{name} m={m}", fam, "peft", {"bottleneck_size": m}) for m in (2, 16)]
