@@ -13,9 +13,10 @@ slow spells then hit every method alike; the medians of the training runs themse
 method after another, are kept in compare.json as `ms_per_step_train`).
 
 Methods: full fine-tuning; LoRA at ranks 1, 4, 16 on c_attn (and each registered LoRA-family
-variant at r = 4, VeRA at r = 64); Adapter^H and Adapter^L (bottleneck 2 and 16); prefix-layer (P = 4, 16 and
-16 with the reparameterisation MLP); prefix-embedding and prompt tuning (P = 4, 16); BitFit (all
-biases, c_attn only); IA3 (PEFT's GPT-2 targets, and c_fc added).
+variant: at r = 4, VeRA at r = 64, AdaLoRA from r = 8 down to an average of 4); Adapter^H and
+Adapter^L (bottleneck 2 and 16); prefix-layer (P = 4, 16 and 16 with the reparameterisation MLP);
+prefix-embedding and prompt tuning (P = 4, 16); BitFit (all biases, c_attn only); IA3 (PEFT's
+GPT-2 targets, and c_fc added).
 
 One context length for all: T = block_size - 16, so that the soft-prompt methods (which take P of
 the block_size positions) see the same bytes as the others. Learning rates are per family, fixed
@@ -35,11 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from . import io as _io
-from . import peft
+from . import lora, peft
 from .checkpoints import load_pretrained
 from .data import ByteTokenizer, TokenDataset, load_corpus
 from .finetune import finetune
-from .lora import LoraConfig
 from .lora.variant import VARIANTS
 from .optim import AdamW
 from .train import TrainConfig, evaluate
@@ -78,22 +78,28 @@ class CompareConfig:
 
 @dataclass
 class Spec:
-    """One row: label, family (a FAMILY_LR key or "lora:<variant>"), kind ("full", "lora", "peft") and
-    the config fields (LoraConfig's for "lora", make_config's for "peft")."""
+    """One row: label, family (a FAMILY_LR key or "lora:<variant>"), kind ("full", "lora", "peft"), the
+    config fields (make_config's for "peft") and, for "lora", the config class ("LoraConfig" or
+    "AdaLoraConfig", from minilora.lora)."""
 
     label: str
     family: str
     kind: str
     fields: dict
+    config: str = "LoraConfig"
 
 
 def default_specs() -> list[Spec]:
     """The methods and sizes of the default table (see the module docstring)."""
     s = [Spec("full fine-tuning", "full", "full", {})]
     s += [Spec(f"LoRA r={r} (c_attn)", "lora", "lora", {"r": r, "lora_alpha": 2 * r}) for r in (1, 4, 16)]
-    s += [Spec(f"LoRA variant {v} r={VARIANT_R.get(v, 4)}", f"lora:{v}", "lora",
-               {"r": VARIANT_R.get(v, 4), "lora_alpha": 2 * VARIANT_R.get(v, 4), "variant": v})
-          for v in sorted(VARIANTS) if v != "lora"]
+    for v in sorted(VARIANTS):
+        if v == "adalora":
+            s.append(Spec("AdaLoRA r=8 -> 4", "lora:adalora", "lora",
+                          {"init_r": 8, "target_r": 4, "lora_alpha": 8}, config="AdaLoraConfig"))
+        elif v != "lora":
+            r = VARIANT_R.get(v, 4)
+            s.append(Spec(f"LoRA variant {v} r={r}", f"lora:{v}", "lora", {"r": r, "lora_alpha": 2 * r, "variant": v}))
     for fam, name in (("adapter_h", "Adapter^H"), ("adapter_l", "Adapter^L")):
         s += [Spec(f"{name} m={m}", fam, "peft", {"bottleneck_size": m}) for m in (2, 16)]
     s += [Spec(f"prefix-layer P={p}", "prefix_layer", "peft", {"num_virtual_tokens": p}) for p in (4, 16)]
@@ -164,6 +170,8 @@ def interleaved_step_ms(models: list, batch: tuple, rounds: int, seed: int = 0) 
 def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig | None = None, log=print) -> dict:
     """Fine-tune every method of `default_specs()` (or `cfg.families`) and write the table.
 
+    A registered LoRA-family variant that cannot be built from the spec's config is skipped, and
+    said so (logged, and listed under "skipped" in compare.json).
     Writes <out>/compare.json (config, base losses, rows, load average), <out>/compare.txt (the
     table) and <out>/pareto.png (trainable parameters, log scale, against code validation loss).
     Returns the dict of compare.json. Raises ValueError for an unknown family.
@@ -189,13 +197,21 @@ def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig 
     base_losses = {"code": evaluate(base, code_val), "prose": evaluate(base, prose_val)}
     log(f"base {cfg.base}: code val {base_losses['code']:.3f}, prose val {base_losses['prose']:.3f} "
         f"(context {T} bytes); {len(specs)} methods x {cfg.steps} steps")
-    rows, trained = [], []
+    rows, trained, skipped = [], [], []
     for spec in specs:
         tcfg = TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=_lr(spec.family),
                            warmup_steps=min(30, cfg.steps // 10), weight_decay=0.0, eval_interval=cfg.steps,
                            eval_batches=cfg.eval_batches, seed=cfg.seed + 1, log_interval=cfg.steps, block_size=T)
         if spec.kind == "lora":
-            res = finetune(base, code, "lora", LoraConfig(**spec.fields), tcfg, log=lambda *_: None, seed=cfg.seed)
+            try:
+                lcfg = getattr(lora, spec.config)(**{**spec.fields, "target_modules": ("c_attn",)})
+                res = finetune(base, code, "lora", lcfg, tcfg, log=lambda *_: None, seed=cfg.seed)
+            except (TypeError, ValueError) as e:
+                if spec.family == "lora":
+                    raise
+                skipped.append({"method": spec.label, "reason": str(e)})   # a variant that needs its own config
+                log(f"  skipped {spec.label}: {e}")
+                continue
         elif spec.kind == "full":
             res = finetune(base, code, "full", cfg=tcfg, log=lambda *_: None, seed=cfg.seed)
         else:
@@ -228,8 +244,8 @@ def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig 
     except ImportError as e:
         log(f"(no plot: {e})")
     result = {"config": asdict(cfg), "context": T, "base": base_losses, "rows": rows,
-              "pareto_front": pareto_front(rows), "loadavg": load, "seconds": time.perf_counter() - t0,
-              "files": {"pareto": png}}
+              "pareto_front": pareto_front(rows), "skipped": skipped, "loadavg": load,
+              "seconds": time.perf_counter() - t0, "files": {"pareto": png}}
     _io.save_json_atomic(out / "compare.json", result)
     _io.atomic_write_bytes(out / "compare.txt", (table + "\n").encode())
     log(f"wrote {out / 'compare.json'}, {out / 'compare.txt'}, {png or '(no plot)'} in {result['seconds']:.0f} s")

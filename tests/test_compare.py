@@ -82,3 +82,15 @@ def test_latency_table_gives_percent_over_the_base():
 def test_latency_cli_refuses_zero_rounds(capsys):
     assert main(["latency", "--quick", "--rounds", "0", "--out", "/tmp/never"]) == 2
     assert "--rounds must be >= 1" in capsys.readouterr().err
+
+
+def test_compare_skips_a_variant_it_cannot_build_and_says_so(tmp_path, monkeypatch):
+    import minilora.compare as cmp
+    monkeypatch.setattr(cmp, "VARIANTS", {"lora": None, "bogus": None})   # LoraConfig does not know "bogus"
+    logged = []
+    res = run_compare(tmp_path, CompareConfig(steps=1, batch_size=2, eval_batches=1, timing_rounds=1,
+                                              families=["lora:bogus", "bitfit"]), log=logged.append)
+    assert [s["method"] for s in res["skipped"]] == ["LoRA variant bogus r=4"]
+    assert "variant" in res["skipped"][0]["reason"]
+    assert any(line.startswith("  skipped LoRA variant bogus") for line in logged)
+    assert [r["family"] for r in res["rows"]] == ["bitfit", "bitfit"]
