@@ -8,9 +8,10 @@ same batches (one seed), and is measured the same way:
     validation loss on code (the task) and on prose (forgetting), positions of the context it uses up.
 
 ms per step is measured after training, interleaved: `timing_rounds` rounds, each taking one step
-of every trained model in a freshly shuffled order, and the median over rounds (a shared machine's
-slow spells then hit every method alike; the medians of the training runs themselves, taken one
-method after another, are kept in compare.json as `ms_per_step_train`).
+of every trained model in a freshly shuffled order, and the median over rounds of the process's
+CPU time (a shared machine's slow spells then hit every method alike, and waiting for a core is
+not counted; run with OPENBLAS_NUM_THREADS=1). The wall-clock medians of the training runs
+themselves, taken one method after another, are kept in compare.json as `ms_per_step_train`.
 
 Methods: full fine-tuning; LoRA at ranks 1, 4, 16 on c_attn (and each registered LoRA-family
 variant: at r = 4, VeRA at r = 64, AdaLoRA from r = 8 down to an average of 4); Adapter^H and
@@ -68,7 +69,7 @@ class CompareConfig:
     base: str = "pydoc-s"
     prompt_room: int = 16
     families: list | None = None
-    timing_rounds: int = 5
+    timing_rounds: int = 9
 
     @classmethod
     def quick(cls) -> CompareConfig:
@@ -145,7 +146,10 @@ def format_compare_table(rows: list[dict], base: dict) -> str:
 
 
 def interleaved_step_ms(models: list, batch: tuple, rounds: int, seed: int = 0) -> list[float]:
-    """Median ms of one training step (forward, backward, AdamW) of each model, interleaved.
+    """Median CPU ms of one training step (forward, backward, AdamW) of each model, interleaved.
+
+    CPU time of the process (`time.process_time`), as `minilora latency`: with one BLAS thread it is
+    the step's compute, without the time spent waiting for a core on a shared machine.
 
     Each round takes one step of every model in a shuffled order. The models are trained further
     by these steps (lr 1e-3): call this after evaluating them.
@@ -158,12 +162,12 @@ def interleaved_step_ms(models: list, batch: tuple, rounds: int, seed: int = 0) 
         m.train()
     for k in range(rounds):
         for i in rng.permutation(len(models)):
-            t = time.perf_counter()
+            t = time.process_time()
             opts[i].zero_grad()
             _, loss = models[i](x, y)
             loss.backward()
             opts[i].step()
-            times[k, i] = (time.perf_counter() - t) * 1e3
+            times[k, i] = (time.process_time() - t) * 1e3
     return [float(v) for v in np.median(times, axis=0)]
 
 
