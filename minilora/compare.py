@@ -199,6 +199,8 @@ def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig 
     prose_val = prose.fixed_batches("val", cfg.eval_batches, cfg.batch_size, T, seed=cfg.seed)
     code_val = code.fixed_batches("val", cfg.eval_batches, cfg.batch_size, T, seed=cfg.seed)
     base_losses = {"code": evaluate(base, code_val), "prose": evaluate(base, prose_val)}
+    if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        log("warning: OPENBLAS_NUM_THREADS is not 1: CPU time per step then adds up every BLAS thread's time")
     log(f"base {cfg.base}: code val {base_losses['code']:.3f}, prose val {base_losses['prose']:.3f} "
         f"(context {T} bytes); {len(specs)} methods x {cfg.steps} steps")
     rows, trained, skipped = [], [], []
