@@ -24,8 +24,9 @@ the block_size positions) see the same bytes as the others. Learning rates are p
 beforehand (not tuned on the validation set): full 1e-3, LoRA 1e-2, adapters 3e-3, prefix and
 prompt 3e-2, BitFit 1e-2, IA3 3e-2. A table from a run is in docs/interview_answers.md.
 
-The default run took 347 s on a 2-core machine busy with other jobs (load average 7.6); `--quick`
-(4 steps, batch 4, 1 eval batch, about 10 s) is the smoke run the tests use.
+The default run (21 rows) took 200 s on a 2-core machine shared with other jobs (load average
+2-5), 350 s at load 7-8; `--quick` (4 steps, batch 4, 1 eval batch, a few seconds) is the smoke run
+the tests use.
 """
 from __future__ import annotations
 
