@@ -4,12 +4,12 @@
     model = get_peft_model(GPT(GPTConfig(...)), config)     # LoraModel; the GPT is changed in place
     model.print_trainable_parameters()
     ... train with AdamW(model.trainable_parameters()) ...
-    model.save_adapter("out/adapter")                        # adapter_config.json + adapter_model.npz
+    model.save_adapter("out/adapter")     # adapter_model.safetensors + adapter_config.json (PEFT loads both)
     gpt = model.merge_and_unload()                           # a plain GPT, no LoRA layers left
 
 Names. `LoraModel` is transparent: `named_parameters()` / `state_dict()` give the GPT's own names
 (`transformer.h.0.attn.c_attn.weight`, `...c_attn.lora_A.weight`), with no `base_model.model.`
-prefix (PEFT puts one in memory and in its files; `load_adapter` accepts and strips it). The GPT is
+prefix (PEFT puts one in memory and in its files: `save_adapter` writes it, `load_adapter` strips it). The GPT is
 stored as `LoraModel.base_model`; `LoraModel.config` is the GPT's config and `LoraModel.peft_config`
 the LoraConfig.
 
@@ -111,14 +111,19 @@ def inject_lora(model: Module, config: LoraConfig, rng: np.random.Generator | in
 
     The LoRA factors are initialised from `rng` (default: `model.rng` when the model has one, so
     the adapter is reproducible from the model's seed), which also drives LoRA dropout.
+    Each layer gets `config.for_module(name)` (PEFT's rank_pattern / alpha_pattern); targets that
+    `config.selects` leaves out (exclude_modules, layers_to_transform) are skipped.
     Raises:
-        ValueError: an unmatched target (named); r > min(d_in, d_out) of a target (names the module
+        ValueError: an unmatched target (named); no target left; r > min(d_in, d_out) of a target (names the module
             and its shape); a target whose weight is shared with another parameter (tied, e.g.
             lm_head); enable_lora that does not divide a target's width.
     """
     if not isinstance(config, LoraConfig):
         raise TypeError(f"inject_lora: config must be a LoraConfig, got {type(config).__name__}")
-    names = find_target_modules(model, config.target_modules)
+    found = find_target_modules(model, config.target_modules)
+    names = [n for n in found if config.selects(n)]         # exclude_modules, layers_to_transform
+    if not names:
+        raise ValueError(f"inject_lora: exclude_modules / layers_to_transform leave none of the targets {found[:6]}")
     rng = rng if rng is not None else getattr(model, "rng", None)
     counts = {}
     for _, p in model.named_parameters(remove_duplicate=False):
@@ -130,11 +135,12 @@ def inject_lora(model: Module, config: LoraConfig, rng: np.random.Generator | in
             raise ValueError(f"inject_lora: {name}.weight is shared with another parameter (tied "
                              "weights); merging LoRA into it would change both; leave it out of target_modules")
         d_out, d_in = lin.weight.shape
-        if config.r > min(d_in, d_out):
-            raise ValueError(f"inject_lora: r = {config.r} exceeds min(d_in, d_out) = {min(d_in, d_out)} "
+        own = config.for_module(name)                          # rank_pattern / alpha_pattern
+        if own.r > min(d_in, d_out):
+            raise ValueError(f"inject_lora: r = {own.r} exceeds min(d_in, d_out) = {min(d_in, d_out)} "
                              f"of {name} (weight shape {(d_out, d_in)})")
         try:
-            layer = LoRALinear.from_config(lin, config, rng=rng)
+            layer = LoRALinear.from_config(lin, own, rng=rng)
         except ValueError as e:
             raise ValueError(f"inject_lora: cannot adapt {name}: {e}") from e
         layers.append((name, layer))
@@ -344,12 +350,13 @@ class LoraModel(Module):
         return self.base_model
 
     # ---- adapter files (lora/adapter_io.py) -------------------------------------------------
-    def save_adapter(self, path: str | PathLike) -> None:
-        """Write this model's adapter to the directory `path`: see `adapter_io.save_adapter`."""
-        adapter_io.save_adapter(self, path)
+    def save_adapter(self, path: str | PathLike, base_model_name_or_path: str | None = None) -> list[str]:
+        """Write this model's adapter to the directory `path` (a folder PEFT loads as it is); return the
+        notes on exports PEFT needs in another form: see `adapter_io.save_adapter`."""
+        return adapter_io.save_adapter(self, path, base_model_name_or_path)
 
     def load_adapter(self, path: str | PathLike) -> None:
-        """Load an adapter written by `save_adapter` into this model, bit for bit: see
+        """Load an adapter folder (minilora's, bit for bit, or PEFT's) into this model: see
         `adapter_io.load_adapter` (its errors and warnings)."""
         adapter_io.load_adapter(self, path)
 
