@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable, NamedTuple
 
 import numpy as np
-from typing import Callable, NamedTuple
 
 __all__ = ["main", "Command", "COMMANDS", "register", "UserError", "build_parser"]
 
@@ -109,7 +109,9 @@ def add_pretrain_arguments(p):
     p.add_argument("--seed", type=nonneg_int, default=d["seed"], help=f"random seed (default {d['seed']})")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="parameter dtype (default float32)")
-    p.add_argument("--resume", action="store_true",
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--base", default=None, help="start from a Hugging Face GPT-2 folder (its config sets the sizes)")
+    g.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in --out (model and schedule settings come from it)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a checkpoint already in --out (without it, an existing checkpoint is refused)")
@@ -123,7 +125,8 @@ def run_pretrain(args):
     Raises:
         UserError: an existing checkpoint without --resume/--overwrite, bad sizes (exit 2 via main)."""
     from . import perf
-    from .data import TokenDataset, load_corpus, unigram_loss
+    from .bases import dataset_for, load_base
+    from .data import load_corpus, unigram_loss
     from .nn.gpt import GPT, GPTConfig
     from .sampling import generate_text
     from .train import TrainConfig, train
@@ -138,8 +141,9 @@ def run_pretrain(args):
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out!r} is a file, not a directory")
     text = load_corpus(args.corpus)
-    ds = TokenDataset(text)
     dtype = _dtype(args.dtype)
+    start, tok = load_base(args.base, dtype, args.dropout) if args.base else (None, None)  # errors: one line (main)
+    ds = dataset_for(text, tok, start.config.vocab_size if start else 256)
     try:
         if args.resume:  # the model and the schedule come from the checkpoint; --steps may extend the run
             from .train import load_checkpoint
@@ -152,8 +156,8 @@ def run_pretrain(args):
             saved["max_steps"] = max(args.steps, ck["step"])
             cfg = TrainConfig(**saved)
         else:
-            gcfg = GPTConfig(block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
-                             n_embd=args.n_embd, dropout=args.dropout)
+            gcfg = start.config if start else GPTConfig(block_size=args.block_size, n_layer=args.n_layer,
+                                                        n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
             cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                               warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                               eval_interval=args.eval_interval or max(1, args.steps // 10),
@@ -162,23 +166,24 @@ def run_pretrain(args):
                               block_size=args.block_size)
     except (TypeError, ValueError, KeyError) as e:
         raise UserError(str(e)) from None
-    model = GPT(gcfg, dtype=dtype, seed=cfg.seed)
+    model = start if start is not None else GPT(gcfg, dtype=dtype, seed=cfg.seed)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     if has_ckpt and not args.resume:
         log(f"note: replacing the checkpoint in {args.out} (--overwrite)")
     hist = train(model, ds, cfg, out_dir=args.out, resume=args.resume, log=log)
 
-    base = unigram_loss(ds.val, reference_tokens=ds.train)
     final = hist["final"] or {}
     val = final.get("val_loss")
-    print(f"validation loss {val:.3f} nats/token vs unigram baseline {base:.3f} (uniform ln 256 = 5.545)"
+    V = model.config.vocab_size
+    base = unigram_loss(ds.val, reference_tokens=ds.train, vocab_size=V)
+    print(f"validation loss {val:.3f} nats/token vs unigram baseline {base:.3f} (uniform ln {V} = {np.log(V):.3f})"
           if val is not None else f"no validation split; unigram baseline {base:.3f}")
     if hist.get("ms_per_step"):
         print(f"{hist['ms_per_step']:.0f} ms/step (median), {hist['tokens_per_s'] / 1e3:.1f}k tokens/s; "
               f"checkpoint in {args.out}")
     if args.sample_tokens:
         print("--- sample ---")
-        print(generate_text(model, "\n", args.sample_tokens, 0.8, None, args.seed))
+        print(generate_text(model, "\n", args.sample_tokens, 0.8, None, args.seed, tokenizer=tok))
     return 0
 
 
@@ -190,6 +195,7 @@ def run_pretrain(args):
 def add_sample_arguments(p):
     """Arguments of `minilora sample` (checkpoint, optional LoRA adapter, prompt, sampling settings)."""
     p.add_argument("--ckpt", default="runs/base", help="checkpoint directory (default: runs/base)")
+    p.add_argument("--base", default=None, help="instead of --ckpt: a checkpoint or a Hugging Face GPT-2 folder")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=nonneg_int, default=300, help="tokens (bytes) to generate (default 300)")
     p.add_argument("--temperature", type=nonneg_float, default=0.8,
@@ -202,19 +208,17 @@ def add_sample_arguments(p):
 
 def run_sample(args):
     """Print a sample from a checkpoint (optionally with a LoRA adapter applied); exit code."""
+    from .bases import load_base
     from .sampling import generate_text
-    from .train import load_model
 
-    if not os.path.exists(args.ckpt):
-        raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
-    model = load_model(args.ckpt)
+    model, tok = load_base(args.base or args.ckpt)       # a missing folder: FileNotFoundError, one line via main
     if args.adapter:
         from .lora import load_lora_model
 
         if not os.path.isdir(args.adapter):
             raise UserError(f"no adapter folder at {args.adapter!r} (make one with `minilora finetune`)")
         model = load_lora_model(model, args.adapter).eval()
-    print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed, tok))
     return 0
 
 
@@ -248,7 +252,8 @@ def add_demo_arguments(p):
 def run_demo(args):
     """Run the main job (minilora.demo.run_demo) with the process-level malloc setting; exit code."""
     from . import perf
-    from .demo import DemoConfig, run_demo as _run
+    from .demo import DemoConfig
+    from .demo import run_demo as _run
 
     perf.configure_malloc()
     try:
@@ -268,13 +273,14 @@ def run_demo(args):
 
 def add_finetune_arguments(p):
     """Arguments of `minilora finetune` (base checkpoint, corpus, LoRA options or --full, budget)."""
-    p.add_argument("--base", default="runs/base", help="pretrained checkpoint directory (default: runs/base)")
+    p.add_argument("--base", default="runs/base", help="checkpoint or Hugging Face GPT-2 folder (default: runs/base)")
+    p.add_argument("--block-size", type=positive_int, help="context T (default: the base's, at most 128)")
     p.add_argument("--corpus", default="stdlib", help="built-in corpus or a UTF-8 text file (default: stdlib)")
     p.add_argument("--out", default=None, help="output folder (default: runs/finetune-lora or runs/finetune-full)")
     p.add_argument("--full", action="store_true", help="full fine-tuning (every parameter) instead of LoRA")
     p.add_argument("--r", type=positive_int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha; scaling = alpha/r (default 16)")
-    p.add_argument("--lora-dropout", type=nonneg_float, default=0.0, help="dropout on the LoRA branch input (default 0)")
+    p.add_argument("--lora-dropout", type=nonneg_float, default=0.0, help="dropout on the LoRA input (default 0)")
     p.add_argument("--target-modules", nargs="+", default=["c_attn"],
                    help="module names or dotted suffixes to adapt (default: c_attn)")
     p.add_argument("--target-regex", default=None,
@@ -295,14 +301,16 @@ def run_finetune(args):
     Raises:
         UserError: missing base, --out that is a file, LoRA options with --full (exit 2 via main)."""
     from . import perf
-    from .data import TokenDataset, load_corpus
+    from .bases import dataset_for, is_hf_folder, load_base
+    from .data import load_corpus
     from .finetune import finetune
     from .lora import LoraConfig
-    from .train import TrainConfig, evaluate, load_model, save_checkpoint
+    from .train import TrainConfig, evaluate, save_checkpoint
 
     perf.configure_malloc()
-    if not os.path.exists(os.path.join(args.base, "latest.json")):
-        raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`)")
+    if not os.path.exists(os.path.join(args.base, "latest.json")) and not is_hf_folder(args.base):
+        raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`, or give"
+                        " a Hugging Face GPT-2 folder: config.json + model.safetensors)")
     method = "full" if args.full else "lora"
     out = args.out or f"runs/finetune-{method}"
     if os.path.exists(out) and not os.path.isdir(out):
@@ -311,8 +319,8 @@ def run_finetune(args):
                       or args.target_modules != ["c_attn"] or args.target_regex):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
                         "--use-rslora, --target-modules, --target-regex) do not apply")
-    base = load_model(args.base)
-    ds = TokenDataset(load_corpus(args.corpus))
+    base, tok = load_base(args.base)
+    ds = dataset_for(load_corpus(args.corpus), tok, base.config.vocab_size)
     lr = args.lr or (1e-3 if args.full else 1e-2)
     try:
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
@@ -320,10 +328,11 @@ def run_finetune(args):
                                                  use_rslora=args.use_rslora)
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
-                           eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
+                           eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10),
+                           block_size=args.block_size or (128 if base.config.block_size > 128 else None))
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
-    T = base.config.block_size
+    T = tcfg.block_size or base.config.block_size
     val = ds.fixed_batches("val", args.eval_batches, args.batch_size, T, seed=args.seed)
     before = evaluate(base, val)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
@@ -332,14 +341,15 @@ def run_finetune(args):
     os.makedirs(out, exist_ok=True)
     if method == "lora":
         res.model.print_trainable_parameters()
-        res.model.save_adapter(os.path.join(out, "adapter"))
+        for note in res.model.save_adapter(os.path.join(out, "adapter")):
+            print("note:", note)
         where = os.path.join(out, "adapter")
     else:
         save_checkpoint(out, res.model, None, tcfg.max_steps)
         where = out
-    print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/byte "
-          f"({res.trainable_params:,} trainable parameters, optimizer state {res.optimizer_state_bytes / 2**10:.0f} KiB, "
-          f"{res.ms_per_step:.0f} ms/step); saved to {where}")
+    print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/byte ({res.trainable_params:,} trainable "
+          f"parameters, optimizer state {res.optimizer_state_bytes / 2**10:.0f} KiB, {res.ms_per_step:.0f} ms/step); "
+          f"saved to {where}")
     return 0
 
 
@@ -365,7 +375,8 @@ def run_gradcheck(args):
     from .tensor import Tensor
 
     rng = np.random.default_rng(args.seed)
-    r64 = lambda *s: rng.standard_normal(s)
+    def r64(*s):
+        return rng.standard_normal(s)
     x, W0, b = r64(2, 3, 5), r64(4, 5), r64(4)
     A, B, s = r64(2, 5), r64(4, 2), 16 / 2
     mask = (rng.random(x.shape) > 0.3).astype(np.float64)

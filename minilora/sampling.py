@@ -23,7 +23,8 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
 
 
-def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_k=None, seed=None) -> str:
+def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_k=None, seed=None,
+                  tokenizer=None) -> str:
     """The prompt followed by max_new_tokens sampled bytes, decoded and made terminal-safe.
 
     Args:
@@ -31,12 +32,14 @@ def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_
             (a GPT or a LoraModel); it crops the context to its block_size itself.
         prompt: text to continue ("" is read as a newline).
         max_new_tokens, temperature, top_k, seed: passed to `model.generate` (which validates them).
+        tokenizer: None (bytes: `ByteTokenizer`) or any object with encode(str) -> ids and
+            decode(ids) -> str matching the model's vocabulary (e.g. `bpe.GPT2Tokenizer`).
     Returns:
         str (bytes that are not valid UTF-8 become U+FFFD; control characters too, see `printable`).
     Raises:
         TypeError: ``prompt`` is not a str; whatever `model.generate` raises for bad sampling settings.
     """
-    tok = ByteTokenizer()
+    tok = tokenizer or ByteTokenizer()
     ids = tok.encode(prompt or "\n")[None, :]                     # (1, T0)
     out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     return printable(tok.decode(out[0]))

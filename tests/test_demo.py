@@ -25,7 +25,7 @@ def test_demo_writes_metrics_adapter_and_plot(demo_run):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["methods"] == metrics["methods"]
     assert (out / "adapter" / "adapter_config.json").exists()
-    assert (out / "adapter" / "adapter_model.npz").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert (out / "loss_curves.png").stat().st_size > 1000
     assert (out / "base" / "latest.json").exists()
 
@@ -49,7 +49,8 @@ def test_demo_merge_matches_unmerged_to_float32_rounding(demo_run):
     _, metrics, _ = demo_run
     assert metrics["dtype"] == "float32"
     assert metrics["merge_relative_diff"] < 1e-5
-    assert metrics["merge_and_unload_max_abs_logit_diff"] == pytest.approx(metrics["merge_max_abs_logit_diff"], abs=1e-6)
+    assert metrics["merge_and_unload_max_abs_logit_diff"] == pytest.approx(metrics["merge_max_abs_logit_diff"],
+                                                                           abs=1e-6)
 
 
 def test_demo_reuses_a_base_of_the_same_config(demo_run):
@@ -69,7 +70,7 @@ def test_finetune_cli_lora_and_full(tmp_path, capsys):
     common = ["finetune", "--base", str(base), "--corpus", "stdlib", "--steps", "4", "--batch-size", "4",
               "--eval-batches", "2", "--quiet"]
     assert main(common + ["--r", "2", "--lora-alpha", "5", "--out", str(tmp_path / "lora")]) == 0
-    assert (tmp_path / "lora" / "adapter" / "adapter_model.npz").exists()
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").exists()
     assert "trainable params: " in capsys.readouterr().out
     assert main(common + ["--full", "--out", str(tmp_path / "full")]) == 0
     assert (tmp_path / "full" / "latest.json").exists()

@@ -149,19 +149,20 @@ def _saved_adapter(tmp_path, r=4):
     return model, tmp_path / "ad"
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({"peft_type": "PREFIX_TUNING"}, "only LORA"),
-    ({"format_version": 99}, "format_version"),
-    ({"r": 2}, "inconsistent"),
-    ({"r": 8}, "inconsistent"),
-    ({"dtype": "float64"}, "inconsistent"),
+@pytest.mark.parametrize("file, edit, match", [
+    ("adapter_config.json", {"peft_type": "PREFIX_TUNING"}, "only LORA"),
+    ("minilora_adapter.json", {"format_version": 99}, "format_version"),
+    ("adapter_config.json", {"r": 2}, "inconsistent"),
+    ("adapter_config.json", {"r": 8}, "inconsistent"),
+    ("adapter_config.json", {"lora_alpha": 3}, "inconsistent"),
+    ("minilora_adapter.json", {"dtype": "float64"}, "inconsistent"),
 ])
-def test_an_adapter_config_that_contradicts_its_tensors_is_refused(tmp_path, edit, match):
+def test_an_adapter_config_that_contradicts_its_tensors_is_refused(tmp_path, file, edit, match):
     import json
     model, path = _saved_adapter(tmp_path)
-    cfg = json.loads((path / "adapter_config.json").read_text())
+    cfg = json.loads((path / file).read_text())
     cfg.update(edit)
-    (path / "adapter_config.json").write_text(json.dumps(cfg))
+    (path / file).write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=match):
         model.load_adapter(path)
 
@@ -169,8 +170,10 @@ def test_an_adapter_config_that_contradicts_its_tensors_is_refused(tmp_path, edi
 def test_finetune_target_regex(ckpt, tmp_path, capsys):
     out = tmp_path / "ft"
     assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2", "--batch-size", "2",
-                 "--eval-batches", "1", "--r", "2", "--quiet", "--target-regex", r"transformer\.h\.0\..*c_(attn|fc)"]) == 0
+                 "--eval-batches", "1", "--r", "2", "--quiet",
+                 "--target-regex", r"transformer\.h\.0\..*c_(attn|fc)"]) == 0
     # r (d_in + d_out) for c_attn (32 -> 96) and c_fc (32 -> 128)
     assert "trainable params: 576 " in capsys.readouterr().out
-    assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2", "--target-regex", "nomatch.*"]) == 2
+    assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2",
+                 "--target-regex", "nomatch.*"]) == 2
     assert "nomatch" in capsys.readouterr().err

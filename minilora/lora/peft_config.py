@@ -43,8 +43,8 @@ PEFT_DEFAULT_ONLY: dict[str, tuple] = {
     "modules_to_save": (None, []), "megatron_config": (None,), "trainable_token_indices": (None, [], {}),
     "loftq_config": ({}, None), "corda_config": (None,), "lora_ga_config": (None,), "velora_config": (None,),
     "alora_invocation_tokens": (None, []), "use_qalora": (False,), "monteclora_config": (None,),
-    "layer_replication": (None, []), "lora_bias": (False,), "target_parameters": (None, []), "use_bdlora": (None, False),
-    "arrow_config": (None,), "kasa_config": (None,), "ensure_weight_tying": (False,),
+    "layer_replication": (None, []), "lora_bias": (False,), "target_parameters": (None, []),
+    "use_bdlora": (None, False), "arrow_config": (None,), "kasa_config": (None,), "ensure_weight_tying": (False,),
 }
 PEFT_FIELDS = PEFT_HONOURED + PEFT_METADATA + tuple(PEFT_DEFAULT_ONLY)
 _BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
