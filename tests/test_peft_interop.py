@@ -220,3 +220,43 @@ def test_a_folder_saved_again_by_peft_is_named_and_reads_as_peft_without_the_sid
     again = load_lora_model(gpt(), tmp_path)
     np.testing.assert_array_equal(again.get_submodule("transformer.h.0.attn.c_attn").lora_B.weight.data,
                                   2 * model.get_submodule("transformer.h.0.attn.c_attn").lora_B.weight.data)
+
+
+# ----------------------------------------------------------------------------- the exercise (lesson 15)
+
+def _exercise_fails(func, *needles):
+    from minilora.exercises import check
+    res = check("fused_qv_to_peft", func)
+    assert not res.passed, "a wrong solution passed"
+    for needle in needles:
+        assert needle.lower() in res.message.lower(), f"{needle!r} not in:\n{res.message}"
+
+
+def test_the_exercise_reference_equals_the_library_and_typical_mistakes_get_hints():
+    from minilora.exercises import EXERCISES, check
+    ref = EXERCISES["fused_qv_to_peft"].reference
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((4, 3)), rng.standard_normal((6, 2))
+    A2, B2, a2 = ref(A, B, 16.0)
+    np.testing.assert_array_equal(B2, expand_grouped_B(B, [(0, 3), (6, 9)], 2, 9))
+    assert a2 == 32.0 and np.array_equal(A2, A)
+    assert check("fused_qv_to_peft", ref).passed
+
+    def same_alpha(A, B, lora_alpha):
+        A2, B2, _ = ref(A, B, lora_alpha)
+        return A2, B2, lora_alpha
+    _exercise_fails(same_alpha, "alpha must double")
+
+    def no_k_rows(A, B, lora_alpha):
+        r, C = A.shape[0] // 2, A.shape[1]
+        Bp = np.zeros((2 * C, 2 * r))
+        Bp[:C, :r], Bp[C:, r:] = B[:C], B[C:]
+        return A.copy(), Bp, 2.0 * lora_alpha
+    _exercise_fails(no_k_rows, "zero rows for k")
+
+    def swapped_columns(A, B, lora_alpha):
+        r, C = A.shape[0] // 2, A.shape[1]
+        Bp = np.zeros((3 * C, 2 * r))
+        Bp[:C, r:], Bp[2 * C:, :r] = B[:C], B[C:]
+        return A.copy(), Bp, 2.0 * lora_alpha
+    _exercise_fails(swapped_columns, "columns [0, r)")

@@ -18,9 +18,10 @@ ends with "." + item (so "c_attn" and "attn.c_attn" match `transformer.h.0.attn.
 does not); a single string is a regular expression that must match the full name. Only `Linear`
 modules are eligible. An item that matches nothing is an error naming it, even if others matched.
 
-Adapter files (a directory) are read and written by `lora/adapter_io.py`: the LoRA tensors of this
-LoraModel's own layers, plus the biases it trains (bias="lora_only" or "all"), under PEFT's key
-names, and the LoraConfig with fingerprints of the base and of the tensors.
+Adapter files (a directory PEFT loads as it is) are read and written by `lora/adapter_io.py`: the
+LoRA tensors of this LoraModel's own layers, plus the biases it trains (bias="lora_only" or "all"),
+under PEFT's key names in adapter_model.safetensors, PEFT's adapter_config.json, and minilora's own
+fields (LoraConfig, fingerprints of the base and of the tensors) in minilora_adapter.json.
 
 Several LoraModels on one GPT (two `get_peft_model` calls with different targets) each own the layers
 they injected (`lora_module_names`): `lora_layers`, merging, saving and loading act on those only.
