@@ -40,7 +40,7 @@ def load_base(path: str | PathLike, dtype=None, dropout: float | None = None) ->
             larger than the model's vocabulary; the errors of `GPT.from_pretrained`.
         ImportError: a BPE folder without the `tokenizers` package.
     """
-    from .train import load_model
+    from .checkpoint import load_model
 
     if os.path.isfile(path) or os.path.exists(os.path.join(path, "latest.json")):   # a ckpt-*.json or its folder
         return load_model(path, dtype=dtype), None
