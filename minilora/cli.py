@@ -467,7 +467,7 @@ def run_finetune(args):
             print("note:", note)
     else:
         save_checkpoint(out, res.model, None, tcfg.max_steps)
-    print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/byte "
+    print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/{'byte' if tok is None else 'token'} "
           f"({res.trainable_params:,} trainable parameters, "
           f"optimizer state {res.optimizer_state_bytes / 2**10:.0f} KiB, "
           f"{res.ms_per_step:.0f} ms/step); saved to {where}")

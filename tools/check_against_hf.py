@@ -16,6 +16,7 @@ largest logit difference of each (float32):
   3. a PEFT adapter folder (alpha_pattern, rank_pattern, layers_to_transform, use_rslora,
      bias="lora_only") loads with `load_lora_model`: PEFT's logits.
   4. a PEFT DoRA adapter is refused with a message naming use_dora (unless a "dora" variant exists).
+  5. a byte-level BPE trained here: minilora's GPT2Tokenizer gives the ids of transformers' GPT2Tokenizer.
 Exit code 0 when every check passes.
 """
 from __future__ import annotations
@@ -133,6 +134,26 @@ def main() -> int:
         named = "use_dora" in str(e) and "dora" not in VARIANTS
         print(f"{'PASS' if named else 'FAIL'}  4  PEFT DoRA adapter refused: {e}")
         ok &= named
+    # 5. the tokenizer: a byte-level BPE trained here, read by transformers' GPT2Tokenizer (the Python port of
+    #    OpenAI's encoder.py) and by minilora's GPT2Tokenizer, must give the same ids and text
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Tokenizer as HFGPT2Tokenizer
+
+    from minilora.bpe import GPT2Tokenizer
+    corpus = ["The quick brown fox jumps over the lazy dog. " * 20, "def f(x):\n    return x ** 2  # squares\n" * 20,
+              "Les élèves ont déjà mangé 12 crêpes — 😀 naïve café. " * 20]
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(corpus, vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>"])
+    (tmp / "bpe").mkdir()
+    trainer.save_model(str(tmp / "bpe"))
+    hf_tok = HFGPT2Tokenizer(str(tmp / "bpe" / "vocab.json"), str(tmp / "bpe" / "merges.txt"))
+    ml_tok = GPT2Tokenizer(tmp / "bpe")
+    texts = ["The lazy fox squares x.", "  two  spaces\n\nand newlines", "crêpes 😀 naïve", "it's 2024, isn't it?",
+             "unseen words: zygote quixotic", "a<|endoftext|>b"]
+    same = all(hf_tok.encode(t) == ml_tok.encode(t).tolist() and ml_tok.decode(ml_tok.encode(t)) == t for t in texts)
+    print(f"{'PASS' if same else 'FAIL'}  5  byte-level BPE: minilora's GPT2Tokenizer == transformers' GPT2Tokenizer "
+          f"on {len(texts)} texts (vocab {ml_tok.vocab_size})")
+    ok &= same
     print("ALL PASS" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
 
