@@ -7,7 +7,7 @@ bytes, ms per step and the loss history.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .lora import LoraConfig, get_peft_model
 from .nn import GPT
@@ -27,6 +27,8 @@ class FinetuneResult:
         history: the dict returned by `minilora.train.train` (losses, ms_per_step, ...).
         trainable_params: number of trained scalars. all_params: number of scalars in the model.
         optimizer_state_bytes: bytes of AdamW's m and v (2 float arrays per trained parameter).
+        extra: figures of a quantized run (quantize="nf4"): "quantized" (layer names) and
+            "base_memory" (`quant.base_memory`); empty otherwise.
     """
 
     method: str
@@ -35,6 +37,7 @@ class FinetuneResult:
     trainable_params: int
     all_params: int
     optimizer_state_bytes: int
+    extra: dict = field(default_factory=dict)
 
     @property
     def ms_per_step(self) -> float:
@@ -53,7 +56,8 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
-             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0) -> FinetuneResult:
+             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0, quantize: str | None = None,
+             double_quant: bool = True) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
 
     Args:
@@ -66,6 +70,10 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         seed: seeds the LoRA initialisation and dropout, together with r: runs with different ranks
             get independent initial A (with one stream, A of rank 4 would be the first rows of A of
             rank 16, and their subspaces would overlap before any training).
+        quantize: None (float base) or "nf4": QLoRA, every Linear of the copy's blocks stored in
+            4-bit NF4 after injection (`minilora.quant.quantize_model`); the memory of the base is
+            measured into `result.extra["base_memory"]` (`quant.base_memory`). LoRA only.
+        double_quant: with quantize, also quantize the block constants (QLoRA's default).
     Returns:
         FinetuneResult.
     Raises:
@@ -76,12 +84,19 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     cfg = cfg or TrainConfig(max_steps=200)
     lora_config = lora_config or LoraConfig()
     model = copy_model(base, seed=[seed, lora_config.r] if method == "lora" else seed)
+    if quantize is not None and (method != "lora" or quantize != "nf4"):
+        raise ValueError(f"finetune: quantize must be None or 'nf4' (with method='lora'), got {quantize!r}")
+    extra = {}
     if method == "lora":
         model = get_peft_model(model, lora_config)
+    if quantize is not None:
+        from .quant import base_memory, quantize_model
+        extra["quantized"] = quantize_model(model, double_quant=double_quant)
+        extra["base_memory"] = base_memory(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log)
     return FinetuneResult(method=method, model=model, history=history,
                           trainable_params=int(sum(p.size for p in params)),
                           all_params=int(sum(p.size for p in model.parameters())),
-                          optimizer_state_bytes=int(opt.state_bytes()))
+                          optimizer_state_bytes=int(opt.state_bytes()), extra=extra)

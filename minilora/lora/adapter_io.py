@@ -38,6 +38,7 @@ a UserWarning says the model keeps its own biases.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from collections import OrderedDict
@@ -60,6 +61,9 @@ __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "LEGACY_WEIGHTS_NAME",
            "PEFT_PREFIX", "adapter_tensors", "save_adapter", "read_adapter", "load_adapter", "expand_grouped_B",
            "contract_grouped_B"]
 
+# peft_type -> config class ("module:attr" strings are imported on first use, as in variant.py)
+CONFIG_TYPES: dict[str, Any] = {"LORA": LoraConfig, "VERA": "minilora.lora.vera:VeraConfig"}
+
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.npz"
@@ -80,10 +84,42 @@ def _own_parameters(model: LoraModel, bias: str) -> tuple[OrderedDict, list[str]
     return params, biases
 
 
+def _model_tensors(model: LoraModel) -> OrderedDict[str, np.ndarray]:
+    """The model-level tensors of the variants in use (`LoraVariant.model_tensors`: VeRA's vera_A/vera_B)."""
+    out = OrderedDict()
+    for variant in dict.fromkeys(m.variant for _, m in model.lora_layers()):
+        out.update(variant.model_tensors(model))
+    return out
+
+
+def _config_class(peft_type: Any, where: str) -> type[LoraConfig]:
+    """The config class of a peft_type of CONFIG_TYPES. Raises ValueError naming the known ones."""
+    if peft_type not in CONFIG_TYPES:
+        raise ValueError(f"load_adapter: {where} holds a {peft_type!r} adapter; only LORA adapters (and "
+                         f"{sorted(set(CONFIG_TYPES) - {'LORA'})}) can be loaded")
+    cls = CONFIG_TYPES[peft_type]
+    if isinstance(cls, str):
+        module, _, attr = cls.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def _peft_config_dict(config: LoraConfig, base_model_name_or_path: str | None) -> dict[str, Any]:
+    """adapter_config.json: PEFT's LoraConfig fields for a LORA config; for another peft_type (VeRA),
+    minilora's own fields with that peft_type (PEFT's VeraConfig is not mapped)."""
+    peft_type = getattr(config, "peft_type", "LORA")
+    if peft_type == "LORA":
+        return to_peft_dict(config, base_model_name_or_path)
+    return dict(config.to_dict(), peft_type=peft_type)
+
+
 def adapter_tensors(model: LoraModel) -> OrderedDict[str, np.ndarray]:
-    """Copies of the model's own adapter tensors and trained biases, in minilora's (grouped) form."""
+    """Copies of the model's own adapter tensors and trained biases, in minilora's (grouped) form (and the
+    model-level tensors of its variant, e.g. VeRA's shared projections)."""
     params, _ = _own_parameters(model, model.peft_config.bias)
-    return OrderedDict((n, p.data.copy()) for n, p in params.items())
+    out = OrderedDict((n, p.data.copy()) for n, p in params.items())
+    out.update((n, np.array(v, copy=True)) for n, v in _model_tensors(model).items())
+    return out
 
 
 def expand_grouped_B(B: np.ndarray, slices: list[tuple[int, int]], r: int, d_out: int) -> np.ndarray:
@@ -171,13 +207,14 @@ def save_adapter(model: LoraModel, path: str | PathLike, base_model_name_or_path
     if base_model_name_or_path is None:
         base_model_name_or_path = getattr(model.base_model, "name_or_path", None)
     meta = dict(format_version=FORMAT_VERSION, lora_config=model.peft_config.to_dict(),
+                peft_type=getattr(model.peft_config, "peft_type", "LORA"),
                 base_model_fingerprint=model.base_fingerprint, adapter_fingerprint=mio.fingerprint(file_tensors),
                 target_names=list(model.lora_module_names), dtype=str(model.dtype), bias_keys=biases,
                 peft_export=export)
     mio.atomic_write_bytes(path / ADAPTER_WEIGHTS_NAME,
                            save({k: np.ascontiguousarray(v) for k, v in file_tensors.items()},
                                 metadata={"format": "pt"}))
-    mio.save_json_atomic(path / ADAPTER_CONFIG_NAME, to_peft_dict(peft_cfg, base_model_name_or_path))
+    mio.save_json_atomic(path / ADAPTER_CONFIG_NAME, _peft_config_dict(peft_cfg, base_model_name_or_path))
     mio.save_json_atomic(path / MINILORA_META_NAME, meta)
     return notes
 
@@ -211,14 +248,12 @@ def _read_legacy(path: Path, cfg_file: Path, npz_file: Path):
     meta = mio.load_json(cfg_file)
     if not isinstance(meta, dict):
         raise ValueError(f"load_adapter: {str(cfg_file)!r} does not hold a JSON object")
-    if meta.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"load_adapter: {str(cfg_file)!r} holds a {meta['peft_type']!r} adapter; only LORA "
-                         "adapters can be loaded")
+    config_cls = _config_class(meta.get("peft_type", "LORA"), repr(str(cfg_file)))
     if meta.get("format_version", 1) != 1:
         raise ValueError(f"load_adapter: {str(cfg_file)!r} has format_version {meta['format_version']!r}; an "
                          f"{LEGACY_WEIGHTS_NAME} folder is format_version 1")
-    names = {f.name for f in fields(LoraConfig)}
-    config = LoraConfig.from_dict({k: v for k, v in meta.items() if k in names})
+    names = {f.name for f in fields(config_cls)}
+    config = config_cls.from_dict({k: v for k, v in meta.items() if k in names})
     raw = mio.load_npz(npz_file)
     _check_shapes(path, raw, config, meta)
     if meta.get("adapter_fingerprint") not in (None, mio.fingerprint(raw)):
@@ -239,15 +274,14 @@ def _read_minilora(path: Path, cfg_file: Path, raw: dict, side_file: Path):
         raise ValueError(f"load_adapter: {str(path / ADAPTER_WEIGHTS_NAME)!r} does not match {str(side_file)!r} "
                          f"(its adapter_fingerprint differs: files from two different saves? A folder PEFT "
                          f"saved again reads as a PEFT adapter once {MINILORA_META_NAME} is removed)")
+    peft = mio.load_json(cfg_file)
+    if not isinstance(peft, dict):
+        raise ValueError(f"load_adapter: {str(cfg_file)!r} does not hold a JSON object")
+    config_cls = _config_class(peft.get("peft_type", "LORA"), repr(str(cfg_file)))
     try:
-        config = LoraConfig.from_dict(meta["lora_config"])
+        config = config_cls.from_dict(meta["lora_config"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"load_adapter: {str(side_file)!r}: bad lora_config: {e}") from e
-    peft = mio.load_json(cfg_file)
-    if not isinstance(peft, dict) or peft.get("peft_type", "LORA") != "LORA":
-        kind = peft.get("peft_type") if isinstance(peft, dict) else None
-        raise ValueError(f"load_adapter: {str(cfg_file)!r} holds a {kind!r} adapter; only LORA adapters can be "
-                         "loaded")
     tensors = _strip(raw)
     export = meta.get("peft_export") or {}
     rank_pattern, alpha_pattern = {}, {}
@@ -255,9 +289,9 @@ def _read_minilora(path: Path, cfg_file: Path, raw: dict, side_file: Path):
         g = len(e["slices"])
         rank_pattern[name] = g * e["r"]
         alpha_pattern[name] = e["lora_alpha"] * (math.sqrt(g) if config.use_rslora else g)
-    expected = to_peft_dict(config.replace(rank_pattern={**rank_pattern, **config.rank_pattern},
-                                           alpha_pattern={**alpha_pattern, **config.alpha_pattern}),
-                            peft.get("base_model_name_or_path"))
+    expected = _peft_config_dict(config.replace(rank_pattern={**rank_pattern, **config.rank_pattern},
+                                                alpha_pattern={**alpha_pattern, **config.alpha_pattern}),
+                                 peft.get("base_model_name_or_path"))
     differ = sorted(k for k in set(expected) | set(peft) if expected.get(k) != peft.get(k))
     if differ:
         k = differ[0]
@@ -345,8 +379,9 @@ def load_adapter(model: LoraModel, path: str | PathLike) -> None:
         if biases:
             warnings.warn(f"load_adapter: {str(path)!r} was written before adapters stored their trained biases "
                           f"(bias={config.bias!r}); the model keeps its own biases", UserWarning, stacklevel=3)
-    missing = [k for k in params if k not in tensors]
-    unexpected = [k for k in tensors if k not in params]
+    shared = _model_tensors(model)                   # e.g. VeRA's vera_A / vera_B
+    missing = [k for k in [*params, *shared] if k not in tensors]
+    unexpected = [k for k in tensors if k not in params and k not in shared]
     if missing or unexpected:
         raise ValueError(f"load_adapter: {path}: missing keys {missing}, unexpected keys {unexpected}")
     cast = []
@@ -360,6 +395,10 @@ def load_adapter(model: LoraModel, path: str | PathLike) -> None:
             if meta.get("source") != "peft":
                 raise ValueError(f"load_adapter: {k} has dtype {v.dtype} in the file but {p.dtype} in the model")
             cast.append(f"{v.dtype}->{p.dtype}")
+    for k, v in shared.items():
+        if tensors[k].shape != v.shape or tensors[k].dtype != v.dtype:
+            raise ValueError(f"load_adapter: {k} is {tensors[k].shape} {tensors[k].dtype} in the file but "
+                             f"{v.shape} {v.dtype} in the model")
     if cast:
         warnings.warn(f"load_adapter: the PEFT adapter's tensors were cast to the model's dtype ({sorted(set(cast))})",
                       UserWarning, stacklevel=3)
@@ -370,6 +409,8 @@ def load_adapter(model: LoraModel, path: str | PathLike) -> None:
                       "its outputs may be meaningless", UserWarning, stacklevel=3)
     for k, p in params.items():
         p.data = np.array(tensors[k], dtype=p.dtype, copy=True)
+    for variant in dict.fromkeys(m.variant for _, m in layers):
+        variant.load_model_tensors(model, {k: tensors[k] for k in shared})
     for name, m in layers:
         m.set_scaling(config.for_module(name).lora_alpha, config.use_rslora)
         m.lora_dropout = config.lora_dropout
