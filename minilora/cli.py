@@ -374,9 +374,12 @@ def add_finetune_arguments(p):
                    help="a full-match regular expression over module names instead of --target-modules "
                         "(e.g. 'transformer\\.h\\.[01]\\..*c_attn')")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
-    p.add_argument("--variant", choices=["lora", "vera"], default="lora",
-                   help="lora (default) or vera: VeRA's frozen shared random A, B and trained vectors d (r), "
-                        "b (d_out); give it a large --r (e.g. 128) and a larger --lr (e.g. 5e-2)")
+    p.add_argument("--variant", choices=["lora", "vera", "adalora"], default="lora",
+                   help="lora (default); vera: VeRA's frozen shared random A, B and trained vectors d (r), "
+                        "b (d_out); give it a large --r (e.g. 128) and a larger --lr (e.g. 5e-2); adalora: "
+                        "--init-r, --target-r on q and v of c_attn, compared with a plain LoRA of rank init-r")
+    p.add_argument("--init-r", type=positive_int, default=12, help="AdaLoRA: starting rank per matrix (default 12)")
+    p.add_argument("--target-r", type=positive_int, default=4, help="AdaLoRA: average final rank (default 4)")
     from .quant.options import add_qlora_arguments
     add_qlora_arguments(p)
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
@@ -436,7 +439,7 @@ def run_finetune(args):
         raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`, or "
                         "give a Hugging Face GPT-2 folder: config.json + model.safetensors)")
     method = "full" if args.full else "lora"
-    out = args.out or f"runs/finetune-{method}"
+    out = args.out or f"runs/finetune-{'adalora' if args.variant == 'adalora' and not args.full else method}"
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out!r} is a file, not a directory")
     problem = _finetune_out_problem(out, args.base, args.overwrite)
@@ -446,7 +449,8 @@ def run_finetune(args):
                       or args.target_modules != ["c_attn"] or args.target_regex or args.variant != "lora"):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
                         "--use-rslora, --target-modules, --target-regex, --variant) do not apply")
-    if msg := qlora_usage_error(args):
+    if msg := qlora_usage_error(args) or (args.variant == "adalora" and args.quantize
+                                          and "--variant adalora trains a float base: drop --quantize"):
         raise UserError(msg)
     base, tok = load_base(args.base)
     ds = dataset_for(load_corpus(args.corpus), tok, base.config.vocab_size)
@@ -467,6 +471,12 @@ def run_finetune(args):
         raise UserError(str(e)) from None
     where = os.path.join(out, "adapter") if method == "lora" else out
     ensure_writable_dir(where, "--out")
+    if args.variant == "adalora":  # AdaLoRA and a plain LoRA of rank init_r, compared (experiments/adalora_ranks)
+        from .experiments.adalora_ranks import finetune_cli
+        try:
+            return finetune_cli(args, base, ds, out, lr)
+        except FloatingPointError as e:
+            raise _diverged(e, lr) from None
     T = tcfg.block_size or base.config.block_size
     val = ds.fixed_batches("val", args.eval_batches, args.batch_size, T, seed=args.seed)
     before = evaluate(base, val)

@@ -57,7 +57,7 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
              cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0, quantize: str | None = None,
-             double_quant: bool = True) -> FinetuneResult:
+             double_quant: bool = True, callbacks=()) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
 
     Args:
@@ -74,6 +74,9 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
             4-bit NF4 after injection (`minilora.quant.quantize_model`); the memory of the base is
             measured into `result.extra["base_memory"]` (`quant.base_memory`). LoRA only.
         double_quant: with quantize, also quantize the block constants (QLoRA's default).
+        callbacks: extra `train` callbacks (on_step_end(step, model)); the LoRA model's own
+            (`LoraModel.training_callbacks()`, e.g. AdaLoRA's rank allocation) run first. An
+            AdaLoraConfig without total_step gets cfg.max_steps.
     Returns:
         FinetuneResult.
     Raises:
@@ -87,15 +90,19 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     if quantize is not None and (method != "lora" or quantize != "nf4"):
         raise ValueError(f"finetune: quantize must be None or 'nf4' (with method='lora'), got {quantize!r}")
     extra = {}
+    callbacks = list(callbacks)
     if method == "lora":
+        if getattr(lora_config, "total_step", 0) is None:
+            lora_config = lora_config.replace(total_step=cfg.max_steps)
         model = get_peft_model(model, lora_config)
+        callbacks = model.training_callbacks() + callbacks
     if quantize is not None:
         from .quant import base_memory, quantize_model
         extra["quantized"] = quantize_model(model, double_quant=double_quant)
         extra["base_memory"] = base_memory(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log)
+    history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log, callbacks=callbacks)
     return FinetuneResult(method=method, model=model, history=history,
                           trainable_params=int(sum(p.size for p in params)),
                           all_params=int(sum(p.size for p in model.parameters())),

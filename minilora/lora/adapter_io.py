@@ -62,7 +62,8 @@ __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "LEGACY_WEIGHTS_NAME",
            "contract_grouped_B"]
 
 # peft_type -> config class ("module:attr" strings are imported on first use, as in variant.py)
-CONFIG_TYPES: dict[str, Any] = {"LORA": LoraConfig, "VERA": "minilora.lora.vera:VeraConfig"}
+CONFIG_TYPES: dict[str, Any] = {"LORA": LoraConfig, "VERA": "minilora.lora.vera:VeraConfig",
+                                "ADALORA": "minilora.lora.adalora:AdaLoraConfig"}
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
