@@ -176,8 +176,8 @@ def _peft_form(model: LoraModel) -> tuple[OrderedDict, LoraConfig, dict, list[st
     if config.variant not in _PEFT_VARIANTS:
         notes.append(f"variant {config.variant!r} has no PEFT equivalent: PEFT cannot load this adapter; "
                      "minilora can")
-    peft_cfg = config.replace(rank_pattern={**rank_pattern, **config.rank_pattern},
-                              alpha_pattern={**alpha_pattern, **config.alpha_pattern})
+    peft_cfg = config if not export else config.replace(rank_pattern={**rank_pattern, **config.rank_pattern},
+                                                        alpha_pattern={**alpha_pattern, **config.alpha_pattern})
     own = set(model.lora_module_names)
     return OrderedDict((PEFT_PREFIX + _peft_name(k, own), v) for k, v in tensors.items()), peft_cfg, export, notes
 
@@ -290,9 +290,12 @@ def _read_minilora(path: Path, cfg_file: Path, raw: dict, side_file: Path):
         g = len(e["slices"])
         rank_pattern[name] = g * e["r"]
         alpha_pattern[name] = e["lora_alpha"] * (math.sqrt(g) if config.use_rslora else g)
-    expected = _peft_config_dict(config.replace(rank_pattern={**rank_pattern, **config.rank_pattern},
-                                                alpha_pattern={**alpha_pattern, **config.alpha_pattern}),
-                                 peft.get("base_model_name_or_path"))
+    if export:
+        config_out = config.replace(rank_pattern={**rank_pattern, **config.rank_pattern},
+                                    alpha_pattern={**alpha_pattern, **config.alpha_pattern})
+    else:
+        config_out = config
+    expected = _peft_config_dict(config_out, peft.get("base_model_name_or_path"))
     differ = sorted(k for k in set(expected) | set(peft) if expected.get(k) != peft.get(k))
     if differ:
         k = differ[0]

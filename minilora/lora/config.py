@@ -129,6 +129,8 @@ class LoraConfig:
         for name, ok, what in (("rank_pattern", lambda v: _is_int(v) and v >= 1, "an int >= 1"),
                                ("alpha_pattern", lambda v: _is_real(v) and v > 0 and math.isfinite(v),
                                 "a finite number > 0")):
+            if name == "rank_pattern" and not self._rank_pattern_is_lora():
+                continue                                # the subclass checks its own rank_pattern
             pat = getattr(self, name)
             if not isinstance(pat, dict) or not all(isinstance(k, str) and k and ok(v) for k, v in pat.items()):
                 raise ValueError(f"LoraConfig.{name} must be a dict module pattern -> {what}, got {pat!r}")
@@ -162,11 +164,18 @@ class LoraConfig:
         if isinstance(ex, tuple):
             self.exclude_modules = list(ex)
 
+    def _rank_pattern_is_lora(self) -> bool:
+        """False when a subclass redefines rank_pattern with another meaning (AdaLoraConfig: layer -> kept
+        triplets, as PEFT's AdaLoraConfig does); LoRA's per-module ranks then do not apply."""
+        return type(self).__dataclass_fields__["rank_pattern"].default_factory is dict
+
     def for_module(self, name: str) -> LoraConfig:
         r"""The config of the module named `name`: r and lora_alpha from rank_pattern / alpha_pattern
         (PEFT's `get_pattern_key`: the first pattern p with re.match(rf"(.*\.)?({p})$", name))."""
         changes = {}
         for field_name, attr in (("rank_pattern", "r"), ("alpha_pattern", "lora_alpha")):
+            if field_name == "rank_pattern" and not self._rank_pattern_is_lora():
+                continue
             for p, v in getattr(self, field_name).items():
                 if re.match(rf"(.*\.)?({p})$", name):
                     changes[attr] = v
