@@ -1,12 +1,12 @@
 """The exercises: for each one, the input strategy, the hand-picked edge cases and the mistake-spotting hint.
 
-One module per lesson group (`engine`, `lora`, `rank`, `many_adapters`, `quant`, `adalora`, `interop`); `ORDER` is
-the suggested order of work (see README.md). A new exercise goes into the module of its topic (or a new
-one listed here) and into ORDER.
+One module per lesson group (`engine`, `lora`, `rank`, `many_adapters`, `quant`, `adalora`, `interop`,
+`peft_methods`); `ORDER` is the suggested order of work (see README.md). A new exercise goes into the
+module of its topic (or a new one listed here) and into ORDER.
 """
 from __future__ import annotations
 
-from . import adalora, engine, interop, lora, many_adapters, quant, rank
+from . import adalora, engine, interop, lora, many_adapters, peft_methods, quant, rank
 
 ORDER = (
     "lora_param_count",
@@ -31,9 +31,11 @@ ORDER = (
     "double_quant_bits_per_param",
     "adalora_importance",
     "fused_qv_to_peft",
+    "adapter_backward",
+    "prefix_attention_mask",
 )
 
-_MODULES = (engine, lora, rank, many_adapters, quant, adalora, interop)
+_MODULES = (engine, lora, rank, many_adapters, quant, adalora, interop, peft_methods)
 _BY_NAME = {ex.name: ex for module in _MODULES for ex in module.EXERCISES}
 if sorted(_BY_NAME) != sorted(ORDER):  # pragma: no cover - a contributor's slip, caught on import
     raise RuntimeError(f"exercise catalog and ORDER disagree: {sorted(set(_BY_NAME) ^ set(ORDER))}")
