@@ -47,7 +47,7 @@ from .optim import AdamW
 from .train import TrainConfig, evaluate
 
 __all__ = ["CompareConfig", "Spec", "default_specs", "run_compare", "interleaved_step_ms", "format_compare_table",
-           "pareto_front", "add_compare_arguments", "run_compare_command"]
+           "pareto_front"]
 
 VARIANT_R = {"vera": 64}      # VeRA's A and B are frozen and random: it needs a large r (its paper: 256-1024)
 FAMILY_LR = {"full": 1e-3, "lora": 1e-2, "adapter_h": 3e-3, "adapter_l": 3e-3, "prefix_layer": 3e-2,
@@ -257,27 +257,3 @@ def run_compare(out_dir: str | os.PathLike = "runs/compare", cfg: CompareConfig 
     _io.atomic_write_bytes(out / "compare.txt", (table + "\n").encode())
     log(f"wrote {out / 'compare.json'}, {out / 'compare.txt'}, {png or '(no plot)'} in {result['seconds']:.0f} s")
     return result
-
-
-def add_compare_arguments(p) -> None:
-    """argparse arguments of `minilora compare`."""
-    p.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per method (default 150)")
-    p.add_argument("--methods", default=None,
-                   help="comma-separated families, e.g. lora,ia3,adapter_h (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="smoke run: 4 steps, batch 4, one eval batch")
-
-
-def run_compare_command(args) -> int:
-    """Run `minilora compare` from parsed arguments."""
-    cfg = CompareConfig.quick() if args.quick else CompareConfig()
-    if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {args.steps}")
-        cfg.steps = args.steps
-    cfg.seed = args.seed
-    if args.methods:
-        cfg.families = [m.strip() for m in args.methods.split(",") if m.strip()]
-    run_compare(args.out, cfg)
-    return 0

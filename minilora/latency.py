@@ -46,8 +46,7 @@ from .lora import LoraConfig, get_peft_model
 from .nn import GPT, GPTConfig
 from .tensor import no_grad
 
-__all__ = ["LatencyConfig", "build_models", "measure_latency", "format_latency_table", "run_latency",
-           "add_latency_arguments", "run_latency_command"]
+__all__ = ["LatencyConfig", "build_models", "measure_latency", "format_latency_table", "run_latency"]
 
 
 @dataclass
@@ -188,24 +187,3 @@ def run_latency(out_dir: str | os.PathLike = "runs/latency", cfg: LatencyConfig 
     _io.atomic_write_bytes(out / "latency.txt", (table + "\n").encode())
     log(f"wrote {out / 'latency.json'}, {out / 'latency.txt'}, {png or '(no plot)'} in {result['seconds']:.0f} s")
     return result
-
-
-def add_latency_arguments(p) -> None:
-    """argparse arguments of `minilora latency`."""
-    p.add_argument("--out", default="runs/latency", help="output folder (default runs/latency)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per cell (default 15)")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                   help="process CPU time (default; robust on a shared machine) or wall clock")
-    p.add_argument("--quick", action="store_true", help="smoke run: batch 1 and 4, sequence 1 and 32, 2 rounds")
-
-
-def run_latency_command(args) -> int:
-    """Run `minilora latency` from parsed arguments."""
-    cfg = LatencyConfig.quick() if args.quick else LatencyConfig()
-    if args.rounds is not None:
-        if args.rounds < 1:
-            raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
-        cfg.rounds = args.rounds
-    cfg.clock = args.clock
-    run_latency(args.out, cfg)
-    return 0

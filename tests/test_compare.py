@@ -79,9 +79,14 @@ def test_latency_table_gives_percent_over_the_base():
     assert "2.00" in text and "+50.0%" in text
 
 
-def test_latency_cli_refuses_zero_rounds(capsys):
-    assert main(["latency", "--quick", "--rounds", "0", "--out", "/tmp/never"]) == 2
-    assert "--rounds must be >= 1" in capsys.readouterr().err
+@pytest.mark.parametrize("argv", [["latency", "--quick", "--rounds", "0"], ["compare", "--quick", "--steps", "0"],
+                                  ["compare", "--quick", "--seed", "-1"], ["latency", "--clock", "sundial"]])
+def test_latency_and_compare_refuse_bad_numbers_in_one_line_before_any_work(argv, capsys, tmp_path):
+    out = tmp_path / "never"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err and argv[2] in err
+    assert not out.exists()
 
 
 def test_compare_skips_a_variant_it_cannot_build_and_says_so(tmp_path, monkeypatch):
