@@ -281,12 +281,33 @@ def add_finetune_arguments(p):
                    help="a full-match regular expression over module names instead of --target-modules "
                         "(e.g. 'transformer\\.h\\.[01]\\..*c_attn')")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
+    add_lora_family_arguments(p)
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
     p.add_argument("--eval-batches", type=positive_int, default=16, help="validation batches (default 16)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def add_lora_family_arguments(p):
+    """PEFT-style switches of the LoRA family (lora/dora.py, lora/pissa.py, lora/loraplus.py)."""
+    from .lora.variant import VARIANTS
+
+    p.add_argument("--variant", default="lora", choices=sorted(VARIANTS),
+                   help="LoRA variant (default lora; dora = DoRA with the norm held constant in the backward, "
+                        "as PEFT; dora_exact = its exact gradient)")
+    p.add_argument("--use-dora", action="store_true", help="DoRA (PEFT's use_dora): same as --variant dora")
+    p.add_argument("--init-lora-weights", default="true",
+                   help="true (default), false, gaussian, pissa, pissa_niter_K (randomised SVD) or olora")
+    p.add_argument("--loraplus-lr-ratio", type=positive_float, default=None,
+                   help="LoRA+: lora_B trains with this multiple of --lr (the paper's default is 16)")
+
+
+def lora_family_options(args) -> dict:
+    """LoraConfig keywords from the family switches (init_lora_weights "true"/"false" -> bool)."""
+    init = {"true": True, "false": False}.get(str(args.init_lora_weights).lower(), args.init_lora_weights)
+    return dict(variant=args.variant, use_dora=args.use_dora, init_lora_weights=init)
 
 
 def run_finetune(args):
@@ -311,13 +332,17 @@ def run_finetune(args):
                       or args.target_modules != ["c_attn"] or args.target_regex):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
                         "--use-rslora, --target-modules, --target-regex) do not apply")
+    if args.full and (args.variant != "lora" or args.use_dora or args.init_lora_weights != "true"
+                      or args.loraplus_lr_ratio is not None):
+        raise UserError("--full trains every parameter: the LoRA family options (--variant, --use-dora, "
+                        "--init-lora-weights, --loraplus-lr-ratio) do not apply")
     base = load_model(args.base)
     ds = TokenDataset(load_corpus(args.corpus))
     lr = args.lr or (1e-3 if args.full else 1e-2)
     try:
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                                  target_modules=args.target_regex or list(args.target_modules),
-                                                 use_rslora=args.use_rslora)
+                                                 use_rslora=args.use_rslora, **lora_family_options(args))
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
                            eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
@@ -327,7 +352,7 @@ def run_finetune(args):
     val = ds.fixed_batches("val", args.eval_batches, args.batch_size, T, seed=args.seed)
     before = evaluate(base, val)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    res = finetune(base, ds, method, lcfg, tcfg, log=log)
+    res = finetune(base, ds, method, lcfg, tcfg, log=log, loraplus_lr_ratio=args.loraplus_lr_ratio)
     after = evaluate(res.model, val)
     os.makedirs(out, exist_ok=True)
     if method == "lora":

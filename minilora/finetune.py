@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .lora import LoraConfig, get_peft_model
+from .lora.loraplus import create_loraplus_optimizer
 from .nn import GPT
 from .optim import AdamW
 from .train import TrainConfig, train
@@ -54,7 +55,8 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
-             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0) -> FinetuneResult:
+             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0,
+             loraplus_lr_ratio: float | None = None) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
 
     Args:
@@ -67,6 +69,8 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         seed: seeds the LoRA initialisation and dropout, together with r: runs with different ranks
             get independent initial A (with one stream, A of rank 4 would be the first rows of A of
             rank 16, and their subspaces would overlap before any training).
+        loraplus_lr_ratio: None, or LoRA+'s λ (arXiv:2402.12354): lora_B (and 1-D adapter parameters)
+            train with λ·lr, the rest with lr (`lora.loraplus.loraplus_param_groups`); LoRA only.
     Returns:
         FinetuneResult.
     Raises:
@@ -80,7 +84,12 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     if method == "lora":
         model = get_peft_model(model, lora_config)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if loraplus_lr_ratio is not None:
+        if method != "lora":
+            raise ValueError("finetune: loraplus_lr_ratio applies to method='lora' only")
+        opt = create_loraplus_optimizer(model, cfg.lr, loraplus_lr_ratio, cfg.weight_decay)
+    else:
+        opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log)
     return FinetuneResult(method=method, model=model, history=history,
                           trainable_params=int(sum(p.size for p in params)),

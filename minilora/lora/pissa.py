@@ -202,9 +202,11 @@ class ResidualLoRA(LoraVariant):
 
     @classmethod
     def delta_weight(cls, layer: LoRALinear) -> np.ndarray:
-        """ΔW = s·(B A − B₀A₀) per slice: the update relative to the ORIGINAL W0 (d_out, d_in)."""
-        A, B = _stacked(layer, layer.lora_A.weight.data, layer.lora_B.weight.data)
-        return lora_merge_delta(A, B, layer.scaling, layer.slices, layer.out_features)
+        """ΔW = s·B A − s·B₀A₀ per slice: the update relative to the ORIGINAL W0 (d_out, d_in); the
+        two products are formed alike, so ΔW is exactly 0 at the start (as plain LoRA's)."""
+        args = (layer.scaling, layer.slices, layer.out_features)
+        return (lora_merge_delta(layer.lora_A.weight.data, layer.lora_B.weight.data, *args)
+                - lora_merge_delta(layer.lora_A0, layer.lora_B0, *args))
 
 
 def residual_weight(layer: LoRALinear) -> np.ndarray:
