@@ -423,3 +423,36 @@ def test_finetune_cli_trains_each_variant(tmp_path, capsys):
     assert "--use-dora" in capsys.readouterr().err
     assert main(common + ["--use-dora", "--init-lora-weights", "pissa"]) == 2
     assert "use_dora" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the exercises (catalog/family.py)
+
+def test_family_exercises_recognise_the_classic_mistakes():
+    from minilora.exercises import check
+    from minilora.exercises.solutions.dora_backward import dora_backward as ref_dora
+    from minilora.exercises.solutions.pissa_init import pissa_init as ref_pissa
+
+    def dm_without_norm(x, W0, A, B, m, s, g):
+        dx, dA, dB, _ = ref_dora(x, W0, A, B, m, s, g)
+        V = W0 + s * B @ A
+        return dx, dA, dB, (g * (x @ V.T)).sum(0)
+
+    def lora_grads_without_c(x, W0, A, B, m, s, g):
+        dx, _, dB, dm = ref_dora(x, W0, A, B, m, s, g)
+        return dx, s * (g @ B).T @ x, dB, dm
+
+    def no_division_by_scaling(W0, r, s):
+        U, S, Vh = np.linalg.svd(W0, full_matrices=False)
+        A, B = np.sqrt(S[:r])[:, None] * Vh[:r], U[:, :r] * np.sqrt(S[:r])
+        return A, B, W0 - s * B @ A
+
+    def only_lora_B(names, ndims, lr, lam):
+        return np.array([lr * lam if "lora_B" in n else lr for n in names])
+
+    for name, fn, needle in [("dora_backward", dm_without_norm, "divides by the norm"),
+                             ("dora_backward", lora_grads_without_c, "not g: c scales the LoRA path"),
+                             ("pissa_init", no_division_by_scaling, "divide S by the scaling"),
+                             ("pissa_init", lambda W0, r, s: ref_pissa(W0, r, s)[:2] + (W0,), "output 'W_res'"),
+                             ("loraplus_lrs", only_lora_B, "1-D parameters")]:
+        res = check(name, fn)
+        assert not res.passed and needle in res.message, (name, res.message[-400:])

@@ -1,11 +1,11 @@
 """The exercises: for each one, the input strategy, the hand-picked edge cases and the mistake-spotting hint.
 
-One module per lesson group (`engine`, `lora`, `rank`); `ORDER` is the suggested order of work (see
+One module per lesson group (`engine`, `lora`, `rank`, `family`); `ORDER` is the suggested order of work (see
 README.md). A new exercise goes into the module of its topic (or a new one listed here) and into ORDER.
 """
 from __future__ import annotations
 
-from . import engine, lora, rank
+from . import engine, family, lora, rank
 
 ORDER = (
     "lora_param_count",
@@ -23,9 +23,12 @@ ORDER = (
     "choose_rank",
     "effective_rank",
     "subspace_similarity",
+    "dora_backward",
+    "pissa_init",
+    "loraplus_lrs",
 )
 
-_BY_NAME = {ex.name: ex for module in (engine, lora, rank) for ex in module.EXERCISES}
+_BY_NAME = {ex.name: ex for module in (engine, lora, rank, family) for ex in module.EXERCISES}
 if sorted(_BY_NAME) != sorted(ORDER):  # pragma: no cover - a contributor's slip, caught on import
     raise RuntimeError(f"exercise catalog and ORDER disagree: {sorted(set(_BY_NAME) ^ set(ORDER))}")
 CATALOG = tuple(_BY_NAME[name] for name in ORDER)
