@@ -7,7 +7,12 @@ repeats of
 and print the difference in microseconds (the engine's overhead: wrapping, dtype checks, graph
 nodes, the topological sort, shape/dtype assertions, copying leaf gradients).
 
-Run: python benchmarks/bench_ops.py [--repeat N]
+A second table prices accurate float32 sums over the row axis (`minilora.function.reduce_sum`,
+used by bias gradients, unbroadcast and sum/mean over leading axes; and the embedding gradient's
+float64 per-index sums): time and relative error of NumPy's plain row-by-row float32 sum, of
+reduce_sum (pairwise), and of float64 accumulation, at the training step's shapes and at 65536 rows.
+
+Run: python benchmarks/bench_ops.py [--repeat N] [--only ops|reductions]
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import timeit
 import numpy as np
 
 from minilora import Tensor, ops
+from minilora.function import reduce_sum
 
 B, T, C, nh, V = 16, 64, 128, 4, 256      # batch, time, channels, heads, vocabulary
 N = 16 * 64                               # rows of activations (B*T)
@@ -131,7 +137,56 @@ def run(repeat=200):
     return rows
 
 
+def _embedding_grad_add_at(idx, g2, V):
+    """The previous Embedding.backward: np.add.at, row by row in float32."""
+    dw = np.zeros((V, g2.shape[1]), dtype=g2.dtype)
+    np.add.at(dw, idx, g2)
+    return dw
+
+
+def _embedding_grad_now(idx, g2, V):
+    """Embedding.backward as it is now (sorted indices, float64 sums per index)."""
+    ctx = type("Ctx", (), {})()
+    ctx.idx, ctx.shape = idx, (V, g2.shape[1])
+    return ops.Embedding.backward(ctx, g2)[0]
+
+
+def run_reductions(repeat=200):
+    """Time and error of three float32 sums over the row axis (and of the embedding gradient)."""
+    rng = np.random.default_rng(0)
+    shapes = [(N, C), (N, 3 * C), (N, 4 * C), (65536, 64)]    # db of c_proj, c_attn, c_fc; a tall case
+    print(f"\nfloat32 sum over the row axis (median of {repeat} interleaved repeats, microseconds; relative error "
+          f"vs a float64 sum of the same float32 data; data 0.1 + 0.01 U(0, 1), all errors of one sign)")
+    print(f"{'shape':<14} | {'np.sum f32':>10} {'err':>8} | {'reduce_sum':>10} {'err':>8} {'ratio':>6} | "
+          f"{'f64 accum':>10} {'err':>8} {'ratio':>6}")
+    rows = []
+    for shape in shapes:
+        g = (0.1 + 0.01 * rng.random(shape)).astype(np.float32)
+        exact = g.astype(np.float64).sum(axis=0)
+        fns = [lambda g=g: g.sum(axis=0), lambda g=g: reduce_sum(g, 0),
+               lambda g=g: g.sum(axis=0, dtype=np.float64).astype(np.float32)]
+        t_np, t_rs, _ = _paired_us(fns[0], fns[1], repeat=repeat)
+        _, t_64, _ = _paired_us(fns[0], fns[2], repeat=repeat)
+        errs = [float(np.max(np.abs(f() - exact)) / np.max(np.abs(exact))) for f in fns]
+        rows.append((shape, t_np, t_rs, t_64, errs))
+        print(f"{str(shape):<14} | {t_np:10.1f} {errs[0]:8.1e} | {t_rs:10.1f} {errs[1]:8.1e} {t_rs / t_np:6.2f} | "
+              f"{t_64:10.1f} {errs[2]:8.1e} {t_64 / t_np:6.2f}")
+    V = 256
+    idx = rng.integers(0, V, N)
+    g2 = (0.1 + 0.01 * rng.random((N, C))).astype(np.float32)
+    t_old, t_new, _ = _paired_us(lambda: _embedding_grad_add_at(idx, g2, V), lambda: _embedding_grad_now(idx, g2, V),
+                                 repeat=repeat)
+    print(f"embedding dweight ({N} indices into {V} rows, C={C}): np.add.at {t_old:.1f} us, "
+          f"sorted float64 sums {t_new:.1f} us (ratio {t_new / t_old:.2f})")
+    return rows
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=200)
-    run(p.parse_args().repeat)
+    p.add_argument("--only", choices=["ops", "reductions"], default=None)
+    a = p.parse_args()
+    if a.only != "reductions":
+        run(a.repeat)
+    if a.only != "ops":
+        run_reductions(a.repeat)

@@ -7,13 +7,14 @@ never imported here (plots.py imports it inside its functions).
 """
 from . import data, io, nn, ops, optim, rank
 from . import ops as F
+from .checkpoint import load_model
 from .function import Function, unbroadcast
 from .gradcheck import GradcheckError, check_function, check_grad, check_vjp, compare, numerical_grad
 from .lora import LoRALinear, LoraConfig, LoraModel, get_peft_model, inject_lora, load_lora_model, \
     mark_only_lora_as_trainable
 from .nn import GPT, GPTConfig
 from .tensor import Tensor, is_grad_enabled, no_grad, tensor
-from .train import TrainConfig, evaluate, load_model, train
+from .train import TrainConfig, evaluate, train
 
 __version__ = "0.1.0"
 

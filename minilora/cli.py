@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
-from typing import Callable, NamedTuple
 
 __all__ = ["main", "Command", "COMMANDS", "register", "UserError", "build_parser"]
 
@@ -65,8 +66,6 @@ nonneg_float = _number(float, 0.0, False, "a finite number >= 0")
 
 
 def _dtype(name):
-    import numpy as np
-
     return {"float32": np.float32, "float64": np.float64}[name]
 
 
@@ -76,97 +75,160 @@ def _dtype(name):
 
 # Config S (4 layers, 4 heads, n_embd 128, block 64, batch 16). 1200 steps take about 3 minutes on 2
 # quiet cores (~130 ms per step with perf.configure_malloc, plus evaluation and checkpoints).
-PRETRAIN_DEFAULTS = dict(steps=1200, n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=16,
-                         lr=1e-3, seed=0)
+PRETRAIN_DEFAULTS = dict(corpus="pydoc", steps=1200, n_layer=4, n_head=4, n_embd=128, block_size=64,
+                         batch_size=16, lr=1e-3, min_lr=None, warmup_steps=None, weight_decay=0.1, dropout=0.0,
+                         eval_interval=None, eval_batches=8, log_interval=None, seed=0, dtype="float32")
+
+# The settings a resumed run takes from its checkpoint: option -> where the checkpoint keeps it.
+_RESUMED_FROM_MODEL = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+_RESUMED_FROM_TRAIN = ("batch_size", "lr", "min_lr", "warmup_steps", "weight_decay", "eval_interval",
+                       "eval_batches", "log_interval", "seed")
 
 
 def add_pretrain_arguments(p):
-    """Arguments of `minilora pretrain` (corpus, output folder, model size, schedule, --resume/--overwrite)."""
+    """Arguments of `minilora pretrain` (corpus, output folder, model size, schedule, --resume/--overwrite).
+
+    Every setting defaults to None (the real default is in PRETRAIN_DEFAULTS), so that run_pretrain can
+    tell a setting the user gave from one they left out: with --resume, a given setting that differs
+    from the checkpoint's is an error instead of being silently ignored."""
     d = PRETRAIN_DEFAULTS
-    p.add_argument("--corpus", default="pydoc",
+    p.add_argument("--corpus", default=None,
                    help="built-in corpus ('pydoc': English prose, 'stdlib': Python code) or a UTF-8 text file "
-                        "(default: pydoc)")
+                        "(default: pydoc; with --resume: the checkpoint's corpus)")
     p.add_argument("--out", default="runs/base", help="checkpoint directory (default: runs/base)")
-    p.add_argument("--steps", type=positive_int, default=d["steps"], help=f"optimizer steps (default {d['steps']})")
-    p.add_argument("--n-layer", type=positive_int, default=d["n_layer"],
-                   help=f"transformer blocks (default {d['n_layer']})")
-    p.add_argument("--n-head", type=positive_int, default=d["n_head"], help=f"attention heads (default {d['n_head']})")
-    p.add_argument("--n-embd", type=positive_int, default=d["n_embd"], help=f"embedding width (default {d['n_embd']})")
-    p.add_argument("--block-size", type=positive_int, default=d["block_size"],
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"optimizer steps (default {d['steps']}; with --resume: the checkpoint's, or more to extend)")
+    p.add_argument("--n-layer", type=positive_int, default=None, help=f"transformer blocks (default {d['n_layer']})")
+    p.add_argument("--n-head", type=positive_int, default=None, help=f"attention heads (default {d['n_head']})")
+    p.add_argument("--n-embd", type=positive_int, default=None, help=f"embedding width (default {d['n_embd']})")
+    p.add_argument("--block-size", type=positive_int, default=None,
                    help=f"context length T (default {d['block_size']})")
-    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
-                   help=f"batch size B (default {d['batch_size']})")
-    p.add_argument("--lr", type=positive_float, default=d["lr"], help=f"peak learning rate (default {d['lr']})")
+    p.add_argument("--batch-size", type=positive_int, default=None, help=f"batch size B (default {d['batch_size']})")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"peak learning rate (default {d['lr']})")
     p.add_argument("--min-lr", type=nonneg_float, default=None, help="final learning rate (default lr/10)")
     p.add_argument("--warmup-steps", type=nonneg_int, default=None, help="warm-up steps (default min(100, steps/10))")
-    p.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="AdamW weight decay (default 0.1)")
-    p.add_argument("--dropout", type=nonneg_float, default=0.0, help="dropout probability (default 0)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=None,
+                   help=f"AdamW weight decay (default {d['weight_decay']})")
+    p.add_argument("--dropout", type=nonneg_float, default=None, help=f"dropout probability (default {d['dropout']})")
     p.add_argument("--eval-interval", type=positive_int, default=None,
                    help="evaluate and checkpoint every N steps (default steps/10)")
-    p.add_argument("--eval-batches", type=positive_int, default=8, help="validation batches (default 8)")
+    p.add_argument("--eval-batches", type=positive_int, default=None,
+                   help=f"validation batches (default {d['eval_batches']})")
     p.add_argument("--log-interval", type=positive_int, default=None,
                    help="progress line every N steps (default steps/24)")
-    p.add_argument("--seed", type=nonneg_int, default=d["seed"], help=f"random seed (default {d['seed']})")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
-                   help="parameter dtype (default float32)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help=f"random seed (default {d['seed']})")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="parameter dtype (default float32)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoint in --out (model and schedule settings come from it)")
+                   help="continue the run in --out: model, schedule and corpus come from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a checkpoint already in --out (without it, an existing checkpoint is refused)")
     p.add_argument("--sample-tokens", type=nonneg_int, default=200, help="length of the final sample (default 200)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+def _diverged(e: FloatingPointError, lr: float) -> UserError:
+    """The one-line message of a diverged run: what happened, and the fix (a smaller --lr)."""
+    msg = str(e).removeprefix("train: ").replace("lower the lr", f"lower the lr (--lr; this run used {lr:g})")
+    return UserError(f"{msg}; no checkpoint of the diverged model was written")
+
+
+def _resumed_settings(args, ck):
+    """GPTConfig, TrainConfig, dtype and corpus of a resumed run, from checkpoint `ck` (load_checkpoint's dict).
+
+    Raises UserError when a setting given on the command line differs from the checkpoint's, or when
+    the checkpoint records no corpus and --corpus is not given."""
+    from .checkpoint import corpus_record
+    from .data import load_corpus
+    from .nn.gpt import GPTConfig
+    from .train import TrainConfig
+
+    saved = dict(ck["train_state"]["train_config"])
+    model_cfg = ck["model_config"]
+    differ = []
+    for name in _RESUMED_FROM_MODEL + _RESUMED_FROM_TRAIN:
+        given = getattr(args, name)
+        have = model_cfg[name] if name in _RESUMED_FROM_MODEL else saved.get(name)
+        if given is not None and given != have:
+            differ.append(f"--{name.replace('_', '-')} {given} (checkpoint: {have})")
+    if args.dtype is not None and args.dtype != ck["dtype"]:
+        differ.append(f"--dtype {args.dtype} (checkpoint: {ck['dtype']})")
+    recorded = ck["corpus"]
+    corpus_name = args.corpus or (recorded or {}).get("name")
+    if corpus_name is None:
+        raise UserError(f"the checkpoint in {args.out!r} records no corpus (it predates the corpus record): "
+                        "pass --corpus with the corpus it was trained on")
+    text = load_corpus(corpus_name)
+    record = corpus_record(corpus_name, text)
+    if recorded is not None and record["sha256"] != recorded.get("sha256"):
+        what = (f"--corpus {args.corpus}" if args.corpus else
+                f"the corpus file {corpus_name!r}, which has changed since the checkpoint was written")
+        differ.append(f"{what} (checkpoint: {recorded.get('name')!r}, {recorded.get('bytes')} bytes, "
+                      f"sha256 {str(recorded.get('sha256'))[:12]}...)")
+    if differ:
+        raise UserError("--resume continues the run with its checkpoint's settings, but these differ: "
+                        + "; ".join(differ) + ". Leave them out, or start a new run in another --out")
+    if args.steps is not None and args.steps < ck["step"]:
+        raise UserError(f"--steps {args.steps} is below the checkpoint's step {ck['step']}: nothing to train")
+    saved["lr_decay_steps"] = saved.get("lr_decay_steps") or saved["max_steps"]
+    saved["max_steps"] = args.steps if args.steps is not None else max(saved["max_steps"], ck["step"])
+    return GPTConfig(**model_cfg), TrainConfig(**saved), np.dtype(ck["dtype"]).type, text, record
+
+
 def run_pretrain(args):
     """Pretrain a GPT on a corpus, print val loss vs the unigram baseline and a sample; exit code.
 
+    With --resume, the model, schedule, dtype and corpus come from the checkpoint in --out; a setting
+    given on the command line that contradicts it is refused. The corpus (name or path, sha256, size)
+    is recorded in every checkpoint.
+
     Raises:
-        UserError: an existing checkpoint without --resume/--overwrite, bad sizes (exit 2 via main)."""
+        UserError: an existing checkpoint without --resume/--overwrite, a contradicting setting with
+            --resume, an --out that cannot be written, a diverged run (exit 2 via main)."""
     from . import perf
+    from .checkpoint import corpus_record, has_checkpoint, load_checkpoint
     from .data import TokenDataset, load_corpus, unigram_loss
+    from .io import ensure_writable_dir
     from .nn.gpt import GPT, GPTConfig
     from .sampling import generate_text
     from .train import TrainConfig, train
 
     perf.configure_malloc()
-    has_ckpt = os.path.exists(os.path.join(args.out, "latest.json"))
+    has_ckpt = has_checkpoint(args.out)
     if args.resume and not has_ckpt:
         raise UserError(f"--resume: no checkpoint in {args.out!r}")
     if has_ckpt and not (args.resume or args.overwrite):
         raise UserError(f"{args.out!r} already holds a checkpoint: pass --resume to continue it or "
                         f"--overwrite to replace it")
-    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UserError(f"--out {args.out!r} is a file, not a directory")
-    text = load_corpus(args.corpus)
-    ds = TokenDataset(text)
-    dtype = _dtype(args.dtype)
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the checkpoint in --out and --overwrite replaces it: choose one")
+    ensure_writable_dir(args.out, "--out")
     try:
-        if args.resume:  # the model and the schedule come from the checkpoint; --steps may extend the run
-            from .train import load_checkpoint
-
-            ck = load_checkpoint(args.out)
-            gcfg = GPTConfig(**ck["model_config"])
-            dtype = np.dtype(ck["dtype"]).type
-            saved = dict(ck["train_state"]["train_config"])
-            saved["lr_decay_steps"] = saved.get("lr_decay_steps") or saved["max_steps"]
-            saved["max_steps"] = max(args.steps, ck["step"])
-            cfg = TrainConfig(**saved)
+        if args.resume:
+            gcfg, cfg, dtype, text, record = _resumed_settings(args, load_checkpoint(args.out))
         else:
-            gcfg = GPTConfig(block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head,
-                             n_embd=args.n_embd, dropout=args.dropout)
-            cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
-                              warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-                              eval_interval=args.eval_interval or max(1, args.steps // 10),
-                              eval_batches=args.eval_batches, seed=args.seed,
-                              log_interval=args.log_interval or max(1, args.steps // 24),
-                              block_size=args.block_size)
+            a = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in PRETRAIN_DEFAULTS.items()}
+            text = load_corpus(a["corpus"])
+            record = corpus_record(a["corpus"], text)
+            dtype = _dtype(a["dtype"])
+            gcfg = GPTConfig(block_size=a["block_size"], n_layer=a["n_layer"], n_head=a["n_head"],
+                             n_embd=a["n_embd"], dropout=a["dropout"])
+            cfg = TrainConfig(max_steps=a["steps"], batch_size=a["batch_size"], lr=a["lr"], min_lr=a["min_lr"],
+                              warmup_steps=a["warmup_steps"], weight_decay=a["weight_decay"],
+                              eval_interval=a["eval_interval"] or max(1, a["steps"] // 10),
+                              eval_batches=a["eval_batches"], seed=a["seed"],
+                              log_interval=a["log_interval"] or max(1, a["steps"] // 24),
+                              block_size=a["block_size"])
     except (TypeError, ValueError, KeyError) as e:
         raise UserError(str(e)) from None
+    ds = TokenDataset(text)
     model = GPT(gcfg, dtype=dtype, seed=cfg.seed)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     if has_ckpt and not args.resume:
         log(f"note: replacing the checkpoint in {args.out} (--overwrite)")
-    hist = train(model, ds, cfg, out_dir=args.out, resume=args.resume, log=log)
+    try:
+        hist = train(model, ds, cfg, out_dir=args.out, resume=args.resume, log=log, corpus=record)
+    except FloatingPointError as e:
+        raise _diverged(e, cfg.lr) from None
 
     base = unigram_loss(ds.val, reference_tokens=ds.train)
     final = hist["final"] or {}
@@ -178,7 +240,7 @@ def run_pretrain(args):
               f"checkpoint in {args.out}")
     if args.sample_tokens:
         print("--- sample ---")
-        print(generate_text(model, "\n", args.sample_tokens, 0.8, None, args.seed))
+        print(generate_text(model, "\n", args.sample_tokens, 0.8, None, cfg.seed))
     return 0
 
 
@@ -202,8 +264,8 @@ def add_sample_arguments(p):
 
 def run_sample(args):
     """Print a sample from a checkpoint (optionally with a LoRA adapter applied); exit code."""
+    from .checkpoint import load_model
     from .sampling import generate_text
-    from .train import load_model
 
     if not os.path.exists(args.ckpt):
         raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
@@ -228,8 +290,11 @@ def add_demo_arguments(p):
     from .demo import DemoConfig
 
     d = DemoConfig()
-    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); the pretrained base "
-                                                      "is kept in <out>/base and reused by the next run")
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); the base model is kept "
+                                                      "in <out>/base and reused by the next run")
+    p.add_argument("--pretrain", action="store_true",
+                   help="pretrain the base here (about 1.5 minutes) instead of using the base shipped with the "
+                        "package (minilora/checkpoints/pydoc-s, made by this same recipe)")
     p.add_argument("--pretrain-steps", type=positive_int, default=d.pretrain_steps,
                    help=f"pretraining steps on pydoc (default {d.pretrain_steps})")
     p.add_argument("--finetune-steps", type=positive_int, default=d.finetune_steps,
@@ -246,9 +311,12 @@ def add_demo_arguments(p):
 
 
 def run_demo(args):
-    """Run the main job (minilora.demo.run_demo) with the process-level malloc setting; exit code."""
+    """Run the main job (minilora.demo.run_demo) with the process-level malloc setting; exit code.
+
+    Without --pretrain the demo starts from the base shipped with the package when its recipe matches."""
     from . import perf
-    from .demo import DemoConfig, run_demo as _run
+    from .demo import DemoConfig
+    from .demo import run_demo as _run
 
     perf.configure_malloc()
     try:
@@ -257,7 +325,7 @@ def run_demo(args):
                          lora_lr=args.lora_lr, full_lr=args.full_lr, seed=args.seed)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
-    _run(args.out, cfg, log=lambda s: print(s, flush=True))
+    _run(args.out, cfg, log=lambda s: print(s, flush=True), pretrain=args.pretrain)
     return 0
 
 
@@ -274,7 +342,8 @@ def add_finetune_arguments(p):
     p.add_argument("--full", action="store_true", help="full fine-tuning (every parameter) instead of LoRA")
     p.add_argument("--r", type=positive_int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--lora-alpha", type=positive_float, default=16.0, help="LoRA alpha; scaling = alpha/r (default 16)")
-    p.add_argument("--lora-dropout", type=nonneg_float, default=0.0, help="dropout on the LoRA branch input (default 0)")
+    p.add_argument("--lora-dropout", type=nonneg_float, default=0.0,
+                   help="dropout on the LoRA branch input (default 0)")
     p.add_argument("--target-modules", nargs="+", default=["c_attn"],
                    help="module names or dotted suffixes to adapt (default: c_attn)")
     p.add_argument("--target-regex", default=None,
@@ -287,6 +356,8 @@ def add_finetune_arguments(p):
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
     p.add_argument("--eval-batches", type=positive_int, default=16, help="validation batches (default 16)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a checkpoint or adapter already in --out (never allowed: --out inside --base)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -310,24 +381,56 @@ def lora_family_options(args) -> dict:
     return dict(variant=args.variant, use_dora=args.use_dora, init_lora_weights=init)
 
 
+def _finetune_out_problem(out: str, base: str, overwrite: bool) -> str | None:
+    """Why fine-tuning must not write into `out` (None if it may).
+
+    Never into the base's own folder or below it (symlinks and relative paths resolved): a full
+    fine-tuning checkpoint there would replace the base. An `out` that already holds a checkpoint or
+    an adapter is replaced only with --overwrite."""
+    out_r, base_r = Path(out).resolve(), Path(base).resolve()
+    if out_r == base_r or base_r in out_r.parents:
+        return (f"--out {out!r} is the base checkpoint's folder {base!r} or inside it: fine-tuning never writes "
+                "into its base; choose another --out")
+    if overwrite:
+        return None
+    held = []
+    if (out_r / "latest.json").exists() or any(out_r.glob("ckpt-*.npz")):
+        held.append("a checkpoint")
+    if (out_r / "adapter").exists() or (out_r / "adapter_config.json").exists():
+        held.append("an adapter")
+    if held:
+        return (f"--out {out!r} already holds {' and '.join(held)}: pass --overwrite to replace it, "
+                "or choose another --out")
+    return None
+
+
 def run_finetune(args):
     """LoRA (or --full) fine-tune a checkpoint on a corpus; save the adapter (or checkpoint); exit code.
 
+    Every refusal happens before training: a missing base, an --out that is (or is inside) the base's
+    folder, an --out that already holds a checkpoint or adapter (without --overwrite), an --out that
+    cannot be written, LoRA options with --full.
+
     Raises:
-        UserError: missing base, --out that is a file, LoRA options with --full (exit 2 via main)."""
+        UserError: the refusals above, or a diverged run (exit 2 via main)."""
     from . import perf
+    from .checkpoint import has_checkpoint, load_model, save_checkpoint
     from .data import TokenDataset, load_corpus
     from .finetune import finetune
+    from .io import ensure_writable_dir
     from .lora import LoraConfig
-    from .train import TrainConfig, evaluate, load_model, save_checkpoint
+    from .train import TrainConfig, evaluate
 
     perf.configure_malloc()
-    if not os.path.exists(os.path.join(args.base, "latest.json")):
+    if not has_checkpoint(args.base):
         raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`)")
     method = "full" if args.full else "lora"
     out = args.out or f"runs/finetune-{method}"
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out!r} is a file, not a directory")
+    problem = _finetune_out_problem(out, args.base, args.overwrite)
+    if problem:
+        raise UserError(problem)
     if args.full and (args.r != 8 or args.lora_alpha != 16.0 or args.lora_dropout or args.use_rslora
                       or args.target_modules != ["c_attn"] or args.target_regex):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
@@ -348,22 +451,27 @@ def run_finetune(args):
                            eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
+    where = os.path.join(out, "adapter") if method == "lora" else out
+    ensure_writable_dir(where, "--out")
     T = base.config.block_size
     val = ds.fixed_batches("val", args.eval_batches, args.batch_size, T, seed=args.seed)
     before = evaluate(base, val)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    res = finetune(base, ds, method, lcfg, tcfg, log=log, loraplus_lr_ratio=args.loraplus_lr_ratio)
+    if args.overwrite and (has_checkpoint(out) or os.path.exists(os.path.join(out, "adapter", "adapter_config.json"))):
+        log(f"note: replacing the {method} result in {out} (--overwrite)")
+    try:
+        res = finetune(base, ds, method, lcfg, tcfg, log=log, loraplus_lr_ratio=args.loraplus_lr_ratio)
+    except FloatingPointError as e:
+        raise _diverged(e, lr) from None
     after = evaluate(res.model, val)
-    os.makedirs(out, exist_ok=True)
     if method == "lora":
         res.model.print_trainable_parameters()
-        res.model.save_adapter(os.path.join(out, "adapter"))
-        where = os.path.join(out, "adapter")
+        res.model.save_adapter(where)
     else:
         save_checkpoint(out, res.model, None, tcfg.max_steps)
-        where = out
     print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/byte "
-          f"({res.trainable_params:,} trainable parameters, optimizer state {res.optimizer_state_bytes / 2**10:.0f} KiB, "
+          f"({res.trainable_params:,} trainable parameters, "
+          f"optimizer state {res.optimizer_state_bytes / 2**10:.0f} KiB, "
           f"{res.ms_per_step:.0f} ms/step); saved to {where}")
     return 0
 
@@ -382,15 +490,16 @@ def run_gradcheck(args):
     """Print hand-derived vs autograd vs numeric gradients of a LoRA layer and checks of the fused ops.
 
     Returns 0 when every autograd/numeric difference is below 1e-6 (float64), else 1."""
-    import numpy as np
-
     from . import gradcheck, ops
     from .lora import functional as LF
     from .lora.layer import lora_linear_composed
     from .tensor import Tensor
 
     rng = np.random.default_rng(args.seed)
-    r64 = lambda *s: rng.standard_normal(s)
+
+    def r64(*s):
+        return rng.standard_normal(s)
+
     x, W0, b = r64(2, 3, 5), r64(4, 5), r64(4)
     A, B, s = r64(2, 5), r64(4, 2), 16 / 2
     mask = (rng.random(x.shape) > 0.3).astype(np.float64)
@@ -444,9 +553,9 @@ def run_exercises(args):
     """List exercises, print a stub, or grade a solution file; exit code 0 when it passes."""
     try:
         from . import exercises
-    except ImportError as e:  # the grader draws inputs with hypothesis, a test dependency
-        raise UserError(f"minilora exercises needs {e.name or 'hypothesis'}: "
-                        "python -m pip install -e \".[test]\" (or pip install hypothesis)") from None
+    except ImportError as e:  # hypothesis is a main dependency: only a broken install gets here
+        raise UserError(f"minilora exercises needs {e.name or 'hypothesis'}, which is missing: "
+                        "reinstall with python -m pip install -e . (or pip install hypothesis)") from None
 
     if args.action in (None, "list"):
         for name, summary in exercises.list_exercises():
@@ -493,19 +602,23 @@ def add_analyze_arguments(p):
 def run_analyze(args):
     """Run the chosen experiment (or all) with the malloc setting; exit code.
 
-    Raises: ValueError for --steps < 1 or --k outside 1..13 (exit 2 via main), before any training."""
+    Raises: ValueError for --steps < 1 or --k outside 1..13, OSError for an --out (or a --base to be
+    pretrained) that cannot be written: all exit 2 via main, before any training."""
     from pathlib import Path
 
     from . import perf
     from .experiments import DEFAULT_BASE_DIR, REGISTRY, run_all, run_experiment
+    from .io import ensure_writable_dir
 
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if not 1 <= args.k <= 13:
         raise ValueError(f"--k must be between 1 and 13 (pairs of distinct lowercase letters), got {args.k}")
-    perf.configure_malloc()
     base_dir = None if args.quick and args.base == DEFAULT_BASE_DIR else args.base
-    out = Path(args.out)
+    out = ensure_writable_dir(Path(args.out), "--out")
+    if base_dir is not None and not (Path(base_dir) / "latest.json").exists():
+        ensure_writable_dir(base_dir, "--base")  # a missing base is pretrained there
+    perf.configure_malloc()
     if args.experiment == "all":
         run_all(out, base_dir=base_dir, quick=args.quick, steps=args.steps, k=args.k)
     else:
@@ -544,8 +657,8 @@ def run_drill(args):
 
 
 # --------------------------------------------------------------------------------------------------
-# registration point: one Command per subcommand. Others (demo, finetune, analyze, gradcheck,
-# exercises) append theirs here, or call register() before main() runs.
+# registration point: one Command per subcommand, in the order `minilora --help` lists them
+# (or call register() before main() runs).
 # --------------------------------------------------------------------------------------------------
 
 COMMANDS: list[Command] = [

@@ -1,7 +1,10 @@
 """The main job, end to end on the built-in corpora: pretrain on prose, LoRA-adapt to code, merge.
 
-    1. pretrain a small GPT on `pydoc` (English prose about Python), or reuse the checkpoint of the
-       same configuration in <out>/base (an interrupted pretraining resumes);
+    1. the base: a small GPT pretrained on `pydoc` (English prose about Python). By default the
+       base shipped with the package (minilora/checkpoints/pydoc-s, made by this same recipe) is
+       copied to <out>/base when the configuration matches, and the output says so; with
+       `pretrain=True` (`minilora demo --pretrain`) it is pretrained here. A finished base of the
+       same configuration already in <out>/base is reused; an interrupted pretraining resumes;
     2. measure validation loss on `stdlib` (Python source code) and on the prose;
     3. LoRA fine-tune a copy on the code (base frozen), then full fine-tune another copy;
     4. print a table: trainable parameters, optimizer-state bytes, ms per step, validation loss on
@@ -19,15 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from . import io as _io
+from .checkpoint import corpus_record, has_checkpoint, load_checkpoint, load_model
 from .data import ByteTokenizer, TokenDataset, load_corpus, unigram_loss
 from .finetune import finetune
 from .lora import LoraConfig
 from .nn import GPT, GPTConfig
 from .sampling import generate_text
 from .tensor import no_grad
-from .train import TrainConfig, evaluate, load_checkpoint, load_model, train
+from .train import TrainConfig, evaluate, train
 
-__all__ = ["DemoConfig", "run_demo", "format_table"]
+__all__ = ["DemoConfig", "run_demo", "format_table", "pretrained_base", "matching_shipped_base"]
 
 
 @dataclass
@@ -97,8 +101,47 @@ def pretrained_base(cfg: DemoConfig, prose: TokenDataset, base_dir: Path, log):
             if f.exists():
                 f.unlink()
     model = GPT(cfg.gpt_config(), seed=cfg.seed)
-    history = train(model, prose, cfg.pretrain_config(), out_dir=base_dir, resume=resume, log=log)
+    history = train(model, prose, cfg.pretrain_config(), out_dir=base_dir, resume=resume, log=log,
+                    corpus=corpus_record("pydoc", prose.tokens.astype(np.uint8).tobytes()))
     return model, history, False
+
+
+def matching_shipped_base(cfg: DemoConfig) -> Path | None:
+    """The folder of the shipped base (minilora/checkpoints/pydoc-s) if it is this config's pretraining.
+
+    It matches when its model config and pretraining TrainConfig equal `cfg.gpt_config()` and
+    `cfg.pretrain_config()` and it reached `cfg.pretrain_steps` (the default DemoConfig matches).
+    Returns None otherwise, or when the shipped checkpoint is missing or unreadable.
+    """
+    from .checkpoints import path as shipped_path
+
+    try:
+        folder = shipped_path("pydoc-s")
+        ck = load_checkpoint(folder)
+    except (FileNotFoundError, ValueError):
+        return None
+    same = (ck["model_config"] == cfg.gpt_config().to_dict()
+            and ck["train_state"].get("train_config") == cfg.pretrain_config().to_dict()
+            and ck["step"] >= cfg.pretrain_steps)
+    return folder if same else None
+
+
+def _is_copy_of(base_dir: Path, folder: Path) -> bool:
+    """True if base_dir's checkpoint has the same weights file (sha256) as the checkpoint in folder."""
+    try:
+        return load_checkpoint(base_dir)["meta"]["sha256"] == load_checkpoint(folder)["meta"]["sha256"]
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy a checkpoint folder's files (weights and metadata first, the latest.json pointer last), atomically."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in list(dst.glob("ckpt-*")) + [dst / "latest.json"]:
+        if f.exists():
+            f.unlink()
+    for f in sorted(src.glob("ckpt-*")) + [src / "latest.json"]:
+        _io.atomic_write_bytes(dst / f.name, f.read_bytes())
 
 
 def format_table(rows) -> str:
@@ -108,25 +151,32 @@ def format_table(rows) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         pct = 100.0 * r["trainable_params"] / r["all_params"]
-        lines.append(f"{r['method']:<22}{r['trainable_params']:>13,} ({pct:5.2f}%){r['optimizer_state_bytes'] / 2**10:>9.0f} KiB"
+        lines.append(f"{r['method']:<22}{r['trainable_params']:>13,} ({pct:5.2f}%)"
+                     f"{r['optimizer_state_bytes'] / 2**10:>9.0f} KiB"
                      f"{r['ms_per_step']:>9.0f}{r['code_before']:>15.3f} -> {r['code_after']:.3f}"
                      f"{r['prose_before']:>16.3f} -> {r['prose_after']:.3f}")
     return "\n".join(lines)
 
 
-def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> dict:
+def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print, pretrain: bool = False) -> dict:
     """Run the whole story (see the module docstring) and return the metrics written to metrics.json.
 
     Args:
-        out_dir: run folder (created); <out>/base keeps the pretrained checkpoint for reuse.
+        out_dir: run folder (created); <out>/base keeps the base checkpoint for reuse.
         cfg: DemoConfig. log: printer for progress and results.
+        pretrain: pretrain the base here even if the shipped base matches cfg (a copy of the shipped
+            base left in <out>/base by an earlier run is replaced by the pretraining).
     Returns:
-        dict (also written to <out>/metrics.json): config, base losses, per-method rows, the merge
-        check, samples, timings.
+        dict (also written to <out>/metrics.json): config, where the base came from ("base_source":
+        "shipped", "pretrained" or "reused"), base losses, per-method rows, the merge check, samples,
+        timings.
+    Raises:
+        OSError: the run folder cannot be created or written (checked before any training).
+        FloatingPointError: a training run diverged (see minilora.train).
     """
     cfg = cfg or DemoConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _io.ensure_writable_dir(out_dir, "the demo's run folder")
+    base_dir = _io.ensure_writable_dir(out / "base", "the demo's base folder")
     t_start = time.perf_counter()
     tok = ByteTokenizer()
     prose = TokenDataset(tok.encode(load_corpus("pydoc")))
@@ -135,9 +185,28 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> d
     prose_val = prose.fixed_batches("val", cfg.eval_batches, B, T, seed=cfg.seed)
     code_val = code.fixed_batches("val", cfg.eval_batches, B, T, seed=cfg.seed)
 
-    log(f"== 1. pretraining a GPT ({cfg.n_layer} layers, {cfg.n_embd} channels) on pydoc prose "
-        f"({prose.train.size:,} training bytes)")
-    base, pre_hist, reused = pretrained_base(cfg, prose, out / "base", log)
+    # Never replaces a base of the user's own: the shipped one is copied only into an empty base folder.
+    shipped = matching_shipped_base(cfg)
+    copy_there = shipped is not None and _is_copy_of(base_dir, shipped)
+    if pretrain and copy_there:
+        log(f"--pretrain: removing the copy of the shipped base in {base_dir}")
+        for f in list(base_dir.glob("ckpt-*")) + [base_dir / "latest.json"]:
+            f.unlink()
+    source = "pretrained"
+    if not pretrain and shipped is not None and (copy_there or not has_checkpoint(base_dir)):
+        source = "shipped"
+        log(f"== 1. the base: the GPT ({cfg.n_layer} layers, {cfg.n_embd} channels) shipped with minilora in "
+            f"{shipped}, pretrained by this demo's own recipe ({cfg.pretrain_steps} steps on pydoc prose, "
+            f"{prose.train.size:,} training bytes); `minilora demo --pretrain` pretrains it here instead")
+        if not copy_there:
+            _copy_checkpoint(shipped, base_dir)
+            log(f"copied it to {base_dir}")
+    else:
+        log(f"== 1. pretraining a GPT ({cfg.n_layer} layers, {cfg.n_embd} channels) on pydoc prose "
+            f"({prose.train.size:,} training bytes)")
+    base, pre_hist, reused = pretrained_base(cfg, prose, base_dir, log)
+    if reused and source == "pretrained":
+        source = "reused"
     base.eval()
     base_losses = {"prose": evaluate(base, prose_val), "code": evaluate(base, code_val)}
     baselines = {"prose": unigram_loss(prose.val, prose.train), "code": unigram_loss(code.val, code.train)}
@@ -196,7 +265,8 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print) -> d
         png = plot_loss_curves(curves, out / "loss_curves.png", title="pretraining on prose, then fine-tuning on code")
     except ImportError as e:  # matplotlib missing: the figures are still in metrics.json
         log(f"(no plot: {e})")
-    metrics = {"config": asdict(cfg), "reused_base": reused, "base": base_losses, "unigram_baseline": baselines,
+    metrics = {"config": asdict(cfg), "reused_base": reused, "base_source": source, "base": base_losses,
+               "unigram_baseline": baselines,
                "methods": rows, "merge_max_abs_logit_diff": merge_diff, "merge_relative_diff": rel,
                "merge_and_unload_max_abs_logit_diff": unload_diff, "dtype": str(plain.dtype),
                "samples": {"before": sample_before, "after_lora": sample_after},

@@ -7,7 +7,7 @@ bytes, ms per step and the loss history.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .lora import LoraConfig, get_peft_model
 from .lora.loraplus import create_loraplus_optimizer
@@ -36,7 +36,6 @@ class FinetuneResult:
     trainable_params: int
     all_params: int
     optimizer_state_bytes: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def ms_per_step(self) -> float:

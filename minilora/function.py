@@ -1,4 +1,5 @@
-"""The `Function` base class and `unbroadcast`: the two pieces every differentiable op is built from.
+"""The `Function` base class and `unbroadcast`: the two pieces every differentiable op is built from
+(plus `reduce_sum`, a float32 sum whose error does not grow with the number of rows).
 
 An op is a subclass of `Function` with two static methods side by side, as in minitorch and early
 tinygrad:
@@ -12,11 +13,64 @@ targets, masks): they never receive gradients.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _pairwise_rows(a: np.ndarray) -> np.ndarray:
+    """Sum over axis 0 of a 2-D array (N, M) by halving: rows i and i + N/2 are added, again and
+    again, into one scratch array of N/2 rows. Rounding error grows like log2(N), not N."""
+    n = a.shape[0]
+    if n <= 8:
+        return a.sum(axis=0)
+    h = n // 2
+    t = a[:h] + a[h:2 * h]
+    if n % 2:
+        t[0] += a[-1]
+    n = h
+    while n > 1:
+        h = n // 2
+        t[:h] += t[h:2 * h]
+        if n % 2:
+            t[0] += t[n - 1]
+        n = h
+    return t[0].copy()                              # a copy, so the scratch array is freed
+
+
+def reduce_sum(a: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:
+    """`np.sum` whose float32 rounding error does not grow with the number of rows summed.
+
+    NumPy sums pairwise only along the contiguous last axes; over the other axes it adds one row
+    at a time in the array's dtype, so in float32 the error grows with the row count (the mean of
+    2^20 rows of 0.1 comes out 0.10099). Here, for float32:
+      - reductions over trailing axes of a C-contiguous array: NumPy's own (already pairwise);
+      - over leading axes of a C-contiguous array (bias gradients: (B, T, C) -> (C,)): pairwise
+        over the rows, in float32 (one scratch array of half the rows; about as fast as np.sum);
+      - any other axes: accumulated in float64, then rounded back to float32.
+    float64 input is summed by NumPy as is.
+    Args:
+        a: ndarray of any shape. axis: int, tuple of int, or None (all axes). keepdims: as np.sum.
+    Returns:
+        ndarray of a's dtype and np.sum's result shape (0-d for a full reduction).
+    """
+    nd = a.ndim
+    if axis is None:
+        axes = tuple(range(nd))
+    else:
+        axes = tuple(sorted({ax % nd for ax in ((axis,) if isinstance(axis, (int, np.integer)) else axis)})) \
+            if nd else ()
+    k = len(axes)
+    if a.dtype != np.float32 or k == 0 or (a.flags.c_contiguous and axes == tuple(range(nd - k, nd))):
+        return np.asarray(a.sum(axis=axes, keepdims=keepdims))
+    if a.flags.c_contiguous and axes == tuple(range(k)):
+        rows = a.reshape(math.prod(a.shape[:k]), math.prod(a.shape[k:]))
+        out = _pairwise_rows(rows)
+        return out.reshape(((1,) * k if keepdims else ()) + a.shape[k:])
+    return np.asarray(a.sum(axis=axes, dtype=np.float64, keepdims=keepdims).astype(np.float32))
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -38,12 +92,12 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
-    if lead < 0 or any(s != 1 and s != gs for s, gs in zip(shape, grad.shape[lead:])):
+    if lead < 0 or any(s != 1 and s != gs for s, gs in zip(shape, grad.shape[lead:], strict=True)):
         raise ValueError(f"unbroadcast: gradient of shape {grad.shape} cannot be reduced to shape {shape}")
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and grad.shape[lead + i] != 1)
     if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
+        grad = reduce_sum(grad, axes, keepdims=True)      # float32: error independent of the row count
     return grad.reshape(shape)
 
 
@@ -66,18 +120,46 @@ class Context:
 
 
 class Node:
-    """A graph node: the Function class that made a tensor, its context and its input tensors."""
+    """A graph node: the Function class that made a tensor, its context and its input tensors.
 
-    __slots__ = ("fn", "ctx", "parents", "freed")
+    `versions` holds (input index, or -1 for the output, `_version` at forward time) for each tensor
+    whose array backward will read (see `saved_versions`).
+    """
 
-    def __init__(self, fn, ctx, parents):
-        self.fn, self.ctx, self.parents, self.freed = fn, ctx, parents, False
+    __slots__ = ("fn", "ctx", "parents", "versions", "freed")
+
+    def __init__(self, fn, ctx, parents, versions=()):
+        self.fn, self.ctx, self.parents, self.versions, self.freed = fn, ctx, parents, versions, False
 
     def free(self):
         """Drop saved arrays and inputs so the memory of the graph can be reclaimed."""
         self.ctx = None
         self.parents = None
         self.freed = True
+
+
+def _root(a):
+    return a if a.base is None else a.base      # NumPy points every view at the array owning the memory
+
+
+def saved_versions(saved: tuple, inputs: tuple, output) -> tuple:
+    """Which of an op's tensors backward will read, with their in-place write counts now.
+
+    An input (or the output) counts when an array in `saved` is its array or a view of the same
+    memory. Only those are checked at backward: Add saves nothing, so writing into its inputs after
+    the forward pass changes no gradient.
+    Args:
+        saved: ctx.saved after forward. inputs: the input Tensors. output: the result Tensor.
+    Returns:
+        tuple of (input index or -1 for the output, version) pairs.
+    """
+    roots = {id(_root(s)) for s in saved if isinstance(s, np.ndarray)}
+    if not roots:
+        return ()
+    found = tuple((i, t._version) for i, t in enumerate(inputs) if id(_root(t.data)) in roots)
+    if id(_root(output.data)) in roots:
+        found += ((-1, output._version),)
+    return found
 
 
 class Function:
@@ -141,6 +223,11 @@ class Function:
         if out.dtype != dt:
             raise RuntimeError(f"{cls.__name__}.forward returned dtype {out.dtype} for {dt} inputs")
         result = Tensor(out, requires_grad=track)
+        root = _root(out)
+        for t in tensors:
+            if _root(t.data) is root:                   # a view (reshape, transpose, slice): one write count
+                result._vc = t._vc
+                break
         if track:
-            result._node = Node(cls, ctx, tuple(tensors))
+            result._node = Node(cls, ctx, tuple(tensors), saved_versions(ctx.saved, tensors, result))
         return result

@@ -34,6 +34,7 @@ __all__ = [
     "save_npz_atomic",
     "load_npz",
     "fingerprint",
+    "ensure_writable_dir",
 ]
 
 # np.savez(file, *args, allow_pickle=..., **kwds): these keyword names cannot be array names.
@@ -248,3 +249,39 @@ def fingerprint(arrays: Mapping[str, Any]) -> str:
         field(repr(tuple(int(n) for n in arr.shape)).encode("ascii"))
         field(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """Make sure ``path`` is a directory this process can create files in, BEFORE any long work.
+
+    Commands call it for every folder they will write into, so that a bad ``--out`` fails in a
+    second with a clear message instead of after the whole training run. The directory (and its
+    parents) is created if missing; a probe file is created in it and removed again.
+
+    Args:
+        path: the directory to write into later.
+        what: how the message names it, e.g. ``"--out"`` or ``"the adapter folder"``.
+
+    Returns:
+        the directory as a Path.
+
+    Raises:
+        NotADirectoryError: ``path`` (or one of its parents) exists and is a file.
+        PermissionError / OSError: the directory cannot be created or written; the message names
+            ``what``, the path and the reason.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{what} {str(p)!r} is a file, not a directory")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{what} {str(p)!r} cannot be created: {str(parent)!r} is a file")
+            break
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".minilora-write-test.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise type(e)(f"{what} {str(p)!r} cannot be written: {e.strerror or e}") from None
+    return p

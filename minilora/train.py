@@ -1,4 +1,4 @@
-"""The training loop, evaluation, progress lines and crash-safe checkpoints.
+"""The training loop, evaluation and progress lines (the checkpoint format is minilora.checkpoint).
 
 One step (nanoGPT's loop, on minilora's engine):
 
@@ -12,42 +12,42 @@ One step (nanoGPT's loop, on minilora's engine):
 generator), so a LoRA-wrapped model trains the same way; the optimizer sees only the parameters with
 `requires_grad`, so a LoRA model trains only its adapters.
 
-Checkpoint directory format (`out_dir/`):
+With `out_dir`, a checkpoint (minilora.checkpoint.save_checkpoint) is written at every evaluation
+point and at the end. Resuming restores weights, optimizer state and both RNG states, so
+`train(..., resume=True)` continues bit for bit as an uninterrupted run would.
 
-    ckpt-000100.npz     arrays: "model.<name>" (state_dict) and "optim.<key>" (optimizer state_dict)
-    ckpt-000100.json    metadata: step, model class/config/dtype, train config, RNG states of the batch
-                        generator and of model.rng (`Generator.bit_generator.state`), history, and
-                        the sha256 of the .npz
-    latest.json         the pointer {"step", "json", "npz"}: written atomically, LAST
-
-A save writes the two step-stamped files (each atomically, via minilora.io), then moves the pointer,
-and only then removes older stamped files. Killed at any moment, the directory still holds a complete
-checkpoint that `latest.json` points to. Resuming restores weights, optimizer state and both RNG
-states, so `train(..., resume=True)` continues bit for bit as an uninterrupted run would.
+Divergence: a run whose loss is not finite, or whose validation loss exceeds `divergence_loss(V)` =
+2 ln V nats (twice the loss of the uniform guess over the V-token vocabulary: 11.09 for 256 bytes),
+raises FloatingPointError BEFORE that evaluation point's checkpoint is written, so the folder keeps the
+last good checkpoint. Over- and underflow inside the steps are expected on the way to such a loss, so
+NumPy's floating-point warnings are silenced in the loop; the loss checks report the outcome instead.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from . import io as _io
+from .checkpoint import gpt_config_of, load_checkpoint, save_checkpoint
 from .optim import AdamW, clip_grad_norm, cosine_schedule
 from .tensor import no_grad
 
-__all__ = ["TrainConfig", "train", "evaluate", "save_checkpoint", "load_checkpoint", "load_model",
-           "format_duration"]
+__all__ = ["TrainConfig", "train", "evaluate", "format_duration", "divergence_loss"]
 
-CHECKPOINT_FORMAT = "minilora-checkpoint"
-CHECKPOINT_VERSION = 1
-_STAMPED = re.compile(r"^ckpt-(\d{6,})\.(npz|json)$")
+
+def divergence_loss(vocab_size: int) -> float:
+    """The validation loss (nats per token) above which a run counts as diverged: 2 ln(vocab_size).
+
+    A model that knows nothing predicts uniformly and scores ln(vocab_size) (5.545 for 256 bytes); a
+    trained model is far below it. Twice that means the weights have blown up (the example that set
+    the rule: `--lr 50` reached 481769). Raises ValueError for vocab_size < 2.
+    """
+    if vocab_size < 2:
+        raise ValueError(f"divergence_loss: vocab_size must be >= 2, got {vocab_size}")
+    return 2.0 * math.log(vocab_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,30 +154,6 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------------
 
 
-def _find_gpt_config(model):
-    """The GPTConfig of a GPT, or of the GPT inside a wrapper (base_model / model attribute), or None."""
-    from .nn.gpt import GPTConfig
-
-    seen = set()
-    m = model
-    for _ in range(4):
-        if m is None or id(m) in seen:
-            return None
-        seen.add(id(m))
-        cfg = getattr(m, "config", None)
-        if isinstance(cfg, GPTConfig):
-            return cfg
-        inner = getattr(m, "base_model", None)
-        m = inner if inner is not None else getattr(m, "model", None)
-    return None
-
-
-def _param_dtype(model):
-    for p in model.parameters():
-        return np.dtype(p.dtype).name
-    return None
-
-
 def format_duration(seconds: float) -> str:
     """1m32s, 2h05m, 45s (for the ETA)."""
     s = int(round(max(0.0, seconds)))
@@ -221,156 +197,6 @@ def evaluate(model, batches) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# checkpoints
-# --------------------------------------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def save_checkpoint(out_dir, model, optimizer, step, train_state=None) -> Path:
-    """Write a crash-safe checkpoint of `model` (and `optimizer`) at `step` into directory `out_dir`.
-
-    Order: `ckpt-<step>.npz`, then `ckpt-<step>.json` (with the npz's sha256), then `latest.json`
-    (all atomic), then removal of older `ckpt-*` files. See the module docstring for the format.
-
-    Args:
-        out_dir: directory (created if missing).
-        model: anything with `state_dict()`; its `rng` (if any) and GPT config (if found) are recorded.
-        optimizer: an Optimizer or None.
-        step: number of completed updates (int >= 0).
-        train_state: JSON-able dict stored as is (train() puts the train config, the batch RNG state
-            and the history there).
-    Returns:
-        the path of the metadata file written.
-    Raises:
-        TypeError: train_state not JSON-able (nothing is written then). OSError: from the writes.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    step = int(step)
-    stem = f"ckpt-{step:06d}"
-    npz_path, json_path = out / f"{stem}.npz", out / f"{stem}.json"
-
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if optimizer is not None:
-        arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
-    rng = getattr(model, "rng", None)
-    gcfg = _find_gpt_config(model)
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "step": step,
-        "npz": npz_path.name,
-        "model_class": type(model).__name__,
-        "model_config": gcfg.to_dict() if gcfg is not None else None,
-        "dtype": _param_dtype(model),
-        "has_optimizer": optimizer is not None,
-        "optimizer_class": type(optimizer).__name__ if optimizer is not None else None,
-        "model_rng": rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
-        "train_state": train_state if train_state is not None else {},
-    }
-    json.dumps(meta)                     # fail on non-JSON-able train_state before touching the disk
-
-    _io.save_npz_atomic(npz_path, arrays)
-    meta["sha256"] = _sha256_file(npz_path)
-    _io.save_json_atomic(json_path, meta)
-    _io.save_json_atomic(out / "latest.json", {"format": CHECKPOINT_FORMAT, "step": step,
-                                               "json": json_path.name, "npz": npz_path.name})
-    for f in out.iterdir():              # the pointer has moved: older checkpoints may go
-        m = _STAMPED.match(f.name)
-        if m and f.name not in (npz_path.name, json_path.name):
-            try:
-                f.unlink()
-            except OSError:
-                pass
-    return json_path
-
-
-def load_checkpoint(out_dir) -> dict:
-    """Read the checkpoint `out_dir/latest.json` points to (or a given `ckpt-*.json` file).
-
-    Returns:
-        dict with "step", "model" (name -> array), "optim" (key -> array; empty without optimizer),
-        "model_class", "model_config" (dict or None), "dtype", "model_rng" (bit_generator state or None),
-        "train_state" (dict), "meta" (the whole metadata) and "path" (the metadata file).
-    Raises:
-        FileNotFoundError: no such directory, or no checkpoint in it.
-        ValueError: a corrupted, truncated or inconsistent file (the message names it): bad JSON, a
-            dangling pointer, an .npz whose sha256 differs from the recorded one, an unreadable .npz.
-    """
-    p = Path(out_dir)
-    if p.is_file():
-        json_path = p
-    else:
-        if not p.is_dir():
-            raise FileNotFoundError(f"no checkpoint directory {str(p)!r}")
-        pointer = p / "latest.json"
-        if not pointer.exists():
-            raise FileNotFoundError(f"no checkpoint in {str(p)!r} (no latest.json)")
-        ptr = _io.load_json(pointer)
-        if not isinstance(ptr, dict) or not isinstance(ptr.get("json"), str):
-            raise ValueError(f"{str(pointer)!r} is not a minilora checkpoint pointer (corrupted?)")
-        json_path = p / ptr["json"]
-        if not json_path.is_file():
-            raise ValueError(f"{str(pointer)!r} points to {str(json_path)!r}, which is missing")
-    meta = _io.load_json(json_path)
-    required = ("format", "step", "npz", "sha256", "train_state")
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or any(k not in meta for k in required):
-        raise ValueError(f"{str(json_path)!r} is not a minilora checkpoint metadata file (corrupted or "
-                         f"another format; needs keys {list(required)})")
-    npz_path = json_path.parent / meta["npz"]
-    if not npz_path.is_file():
-        raise ValueError(f"checkpoint {str(json_path)!r} refers to {str(npz_path)!r}, which is missing")
-    digest = _sha256_file(npz_path)
-    if digest != meta["sha256"]:
-        raise ValueError(f"{str(npz_path)!r} is corrupted or truncated: its sha256 {digest[:12]}... differs "
-                         f"from the {meta['sha256'][:12]}... recorded in {json_path.name}")
-    arrays = _io.load_npz(npz_path)
-    model_sd = {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")}
-    optim_sd = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
-    return {"step": int(meta["step"]), "model": model_sd, "optim": optim_sd,
-            "model_class": meta.get("model_class"), "model_config": meta.get("model_config"),
-            "dtype": meta.get("dtype"), "model_rng": meta.get("model_rng"),
-            "train_state": meta["train_state"], "meta": meta, "path": json_path}
-
-
-def load_model(out_dir, dtype=None):
-    """Rebuild the GPT saved in a checkpoint directory (weights bit for bit, and its dropout RNG state).
-
-    Args:
-        out_dir: a checkpoint directory (or a `ckpt-*.json` file).
-        dtype: cast the parameters to it (e.g. np.float64); None keeps the saved dtype.
-    Returns:
-        a GPT in training mode (call `.eval()` for inference; `generate` does it for you).
-    Raises:
-        FileNotFoundError / ValueError: as load_checkpoint; ValueError also when the checkpoint does
-            not hold a plain GPT, or its arrays do not match its config.
-    """
-    from .nn.gpt import GPT, GPTConfig
-
-    ck = load_checkpoint(out_dir)
-    if ck["model_config"] is None or ck["model_class"] != "GPT":
-        raise ValueError(f"checkpoint {str(ck['path'])!r} holds a {ck['model_class']} model, not a plain GPT; "
-                         "rebuild that model and call load_checkpoint() instead")
-    try:
-        model = GPT(GPTConfig(**ck["model_config"]), dtype=np.dtype(ck["dtype"] or "float32"))
-        model.load_state_dict(ck["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"checkpoint {str(ck['path'])!r} does not match its own model config: {e}") from e
-    if ck["model_rng"] is not None:
-        model.rng.bit_generator.state = ck["model_rng"]
-    if dtype is not None:
-        model.astype(dtype)
-    return model
-
-
-# --------------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------------
 
@@ -381,7 +207,7 @@ def _empty_history():
 
 
 def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume=False, log=print,
-          val_batches=None) -> dict:
+          val_batches=None, corpus: dict | None = None) -> dict:
     """Train `model` on `dataset` for `cfg.max_steps` updates (see the module docstring).
 
     Args:
@@ -397,21 +223,25 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
         log: callable taking one str (print by default; `lambda s: None` for silence).
         val_batches: fixed (x, y) batches for evaluation (None: `cfg.eval_batches` batches drawn
             from the validation split with seed cfg.seed; none if the split is empty).
+        corpus: JSON-able record of the training data (minilora.checkpoint.corpus_record: name, sha256,
+            bytes), written into every checkpoint's train_state["corpus"]. With resume=True, a
+            checkpoint that records a corpus with another sha256 is refused.
     Returns:
         history dict: "step", "train_loss" (every step), "lr", "val_step", "val_loss" (at eval
         points), "tokens_per_s" and "ms_per_step" (median step time of this session),
         "best" {"step", "val_loss"} and "final" {"step", "train_loss", "val_loss"}.
     Raises:
         FileNotFoundError: resume=True and no checkpoint in out_dir.
-        ValueError: resume without out_dir; a checkpoint that does not fit the model or optimizer;
-            a block size the model cannot take.
-        FloatingPointError: the training loss became nan or inf (lower the lr).
+        ValueError: resume without out_dir; a checkpoint that does not fit the model or optimizer, or
+            that was trained on another corpus; a block size the model cannot take.
+        FloatingPointError: the training loss became nan or inf, or the validation loss exceeded
+            divergence_loss(vocab_size) (lower the lr); raised before that step's checkpoint is written.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"train: cfg must be a TrainConfig, got {type(cfg).__name__}")
     T = cfg.block_size
     if T is None:
-        gcfg = _find_gpt_config(model)
+        gcfg = gpt_config_of(model)
         if gcfg is None:
             raise ValueError("train: set TrainConfig.block_size (the model has no GPT config to take it from)")
         T = gcfg.block_size
@@ -437,6 +267,10 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
         except (KeyError, ValueError) as e:
             raise ValueError(f"checkpoint {str(ck['path'])!r} does not match this model/optimizer: {e}") from e
         ts = ck["train_state"]
+        if corpus is not None and ck["corpus"] is not None and ck["corpus"].get("sha256") != corpus.get("sha256"):
+            raise ValueError(f"checkpoint {str(ck['path'])!r} was trained on corpus {ck['corpus'].get('name')!r} "
+                             f"(sha256 {str(ck['corpus'].get('sha256'))[:12]}...), not on {corpus.get('name')!r} "
+                             f"(sha256 {str(corpus.get('sha256'))[:12]}...); resume on the same data")
         try:
             rng.bit_generator.state = ts["batch_rng"]
             if ck["model_rng"] is not None and isinstance(getattr(model, "rng", None), np.random.Generator):
@@ -448,8 +282,14 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
         log(f"resumed from {ck['path']} at step {step}")
 
     def train_state():
-        return {"train_config": cfg.to_dict(), "batch_rng": rng.bit_generator.state, "history": history,
-                "block_size": T}
+        state = {"train_config": cfg.to_dict(), "batch_rng": rng.bit_generator.state, "history": history,
+                 "block_size": T}
+        if corpus is not None:
+            state["corpus"] = corpus
+        return state
+
+    gcfg = gpt_config_of(model)
+    diverged_above = divergence_loss(gcfg.vocab_size) if gcfg is not None else math.inf
 
     n_all = sum(p.size for p in model.parameters())
     n_train = sum(p.size for p in params)
@@ -458,55 +298,61 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
 
     model.train()
     times, last_saved, tok = [], step if resume else None, B * T
-    while step < cfg.max_steps:
-        t0 = time.perf_counter()
-        lr = cfg.lr_at(step + 1)
-        optimizer.set_lr(lr)
-        x, y = dataset.get_batch("train", B, T, rng)                # (B, T), (B, T)
-        _, loss = model(x, y)
-        optimizer.zero_grad()
-        loss.backward()
-        if cfg.grad_clip:
-            clip_grad_norm(params, cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad()
-        step += 1
-        lv = float(loss.item())
-        times.append(time.perf_counter() - t0)
-        if not math.isfinite(lv):
-            raise FloatingPointError(f"train: the loss became {lv} at step {step} (lr {lr:.3g}); lower the lr")
-        history["step"].append(step)
-        history["train_loss"].append(lv)
-        history["lr"].append(lr)
+    # over/underflow on the way to a diverged loss is expected: the loss checks below report it
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        while step < cfg.max_steps:
+            t0 = time.perf_counter()
+            lr = cfg.lr_at(step + 1)
+            optimizer.set_lr(lr)
+            x, y = dataset.get_batch("train", B, T, rng)                # (B, T), (B, T)
+            _, loss = model(x, y)
+            optimizer.zero_grad()
+            loss.backward()
+            if cfg.grad_clip:
+                clip_grad_norm(params, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            lv = float(loss.item())
+            times.append(time.perf_counter() - t0)
+            if not math.isfinite(lv):
+                kept = "" if last_saved is None else f"; the checkpoint of step {last_saved} is kept"
+                raise FloatingPointError(f"train: the run diverged at step {step} (lr {lr:.3g}): the training loss "
+                                         f"became {lv}; lower the lr{kept}")
+            history["step"].append(step)
+            history["train_loss"].append(lv)
+            history["lr"].append(lr)
 
-        last = step == cfg.max_steps
-        if step % cfg.eval_interval == 0 or last:
-            if val_batches:
-                vl = evaluate(model, val_batches)
-                if not math.isfinite(vl):  # never checkpoint a diverged model over a good one
-                    raise FloatingPointError(f"train: the validation loss became {vl} at step {step} "
-                                             f"(lr {lr:.3g}); lower the lr")
-                history["val_step"].append(step)
-                history["val_loss"].append(vl)
-                if history["best"] is None or vl < history["best"]["val_loss"]:
-                    history["best"] = {"step": step, "val_loss": vl}
-        if step % cfg.log_interval == 0 or last:
-            recent = history["train_loss"][-cfg.log_interval:]
-            ms = 1000 * float(np.median(times[-cfg.log_interval:]))
-            val = f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-"
-            log(f"step {step}/{cfg.max_steps} | train {np.mean(recent):.3f} | val {val} | "
-                f"{_fmt_rate(tok * 1000 / ms)} tok/s | {ms:.0f} ms/step | "
-                f"eta {format_duration((cfg.max_steps - step) * ms / 1000)}")
-        if last or step % cfg.eval_interval == 0:
-            ms_med = 1000 * float(np.median(times))
-            history["ms_per_step"] = ms_med
-            history["tokens_per_s"] = tok * 1000 / ms_med
-            history["final"] = {"step": step,
-                                "train_loss": float(np.mean(history["train_loss"][-cfg.log_interval:])),
-                                "val_loss": history["val_loss"][-1] if history["val_loss"] else None}
-            if out_dir is not None:
-                save_checkpoint(out_dir, model, optimizer, step, train_state())
-                last_saved = step
+            last = step == cfg.max_steps
+            if step % cfg.eval_interval == 0 or last:
+                if val_batches:
+                    vl = evaluate(model, val_batches)
+                    if not math.isfinite(vl) or vl > diverged_above:  # never checkpoint a diverged model
+                        raise FloatingPointError(
+                            f"train: the run diverged at step {step} (lr {lr:.3g}): validation loss {vl:.6g} is "
+                            f"above {diverged_above:.2f} = 2 ln(vocab), twice a uniform guess's; lower the lr"
+                            + ("" if last_saved is None else f"; the checkpoint of step {last_saved} is kept"))
+                    history["val_step"].append(step)
+                    history["val_loss"].append(vl)
+                    if history["best"] is None or vl < history["best"]["val_loss"]:
+                        history["best"] = {"step": step, "val_loss": vl}
+            if step % cfg.log_interval == 0 or last:
+                recent = history["train_loss"][-cfg.log_interval:]
+                ms = 1000 * float(np.median(times[-cfg.log_interval:]))
+                val = f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-"
+                log(f"step {step}/{cfg.max_steps} | train {np.mean(recent):.3f} | val {val} | "
+                    f"{_fmt_rate(tok * 1000 / ms)} tok/s | {ms:.0f} ms/step | "
+                    f"eta {format_duration((cfg.max_steps - step) * ms / 1000)}")
+            if last or step % cfg.eval_interval == 0:
+                ms_med = 1000 * float(np.median(times))
+                history["ms_per_step"] = ms_med
+                history["tokens_per_s"] = tok * 1000 / ms_med
+                history["final"] = {"step": step,
+                                    "train_loss": float(np.mean(history["train_loss"][-cfg.log_interval:])),
+                                    "val_loss": history["val_loss"][-1] if history["val_loss"] else None}
+                if out_dir is not None:
+                    save_checkpoint(out_dir, model, optimizer, step, train_state())
+                    last_saved = step
 
     if out_dir is not None and last_saved != step:
         save_checkpoint(out_dir, model, optimizer, step, train_state())

@@ -86,3 +86,18 @@ def test_register_adds_a_subcommand(monkeypatch, capsys):
 
     cli.register("hello", "say hello", add, run)
     assert cli.main(["hello", "--n", "3"]) == 0 and seen == {"n": 3}
+
+
+def test_readme_quick_start_has_two_commands_and_ci_runs_its_test_command():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("\n", 1)[1].strip() for b in section.split("```")[1::2]]
+    assert len(blocks) == 2 and all("\n" not in b for b in blocks), blocks
+    assert blocks[0] == "python -m pip install -e . && minilora demo"
+    install, test_command = blocks[1].split(" && ")
+    ci = (root / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci                                   # CI runs README's test command exactly
+    assert any(line.endswith(install.removeprefix("python -m pip install ")) and "pip install" in line
+               for line in ci)

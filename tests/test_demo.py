@@ -49,7 +49,8 @@ def test_demo_merge_matches_unmerged_to_float32_rounding(demo_run):
     _, metrics, _ = demo_run
     assert metrics["dtype"] == "float32"
     assert metrics["merge_relative_diff"] < 1e-5
-    assert metrics["merge_and_unload_max_abs_logit_diff"] == pytest.approx(metrics["merge_max_abs_logit_diff"], abs=1e-6)
+    assert metrics["merge_and_unload_max_abs_logit_diff"] == pytest.approx(metrics["merge_max_abs_logit_diff"],
+                                                                           abs=1e-6)
 
 
 def test_demo_reuses_a_base_of_the_same_config(demo_run):
@@ -75,3 +76,51 @@ def test_finetune_cli_lora_and_full(tmp_path, capsys):
     assert (tmp_path / "full" / "latest.json").exists()
     assert main(common + ["--r", "2", "--target-modules", "c_atn", "--out", str(tmp_path / "bad")]) == 2
     assert "c_atn" in capsys.readouterr().err
+
+
+def test_the_shipped_base_matches_only_the_default_recipe():
+    from minilora.checkpoints import path
+    from minilora.demo import matching_shipped_base
+    assert matching_shipped_base(DemoConfig()) == path("pydoc-s")
+    for change in (dict(pretrain_steps=1300), dict(n_embd=64, n_head=4), dict(pretrain_lr=1e-3), dict(seed=1)):
+        assert matching_shipped_base(DemoConfig(**change)) is None, change
+
+
+def test_demo_starts_from_a_matching_shipped_base_and_says_so(tmp_path, monkeypatch):
+    import minilora.demo
+    from minilora.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from minilora.data import TokenDataset, load_corpus
+    from minilora.demo import pretrained_base
+
+    cfg = DemoConfig(**TINY)
+    shipped = tmp_path / "shipped"               # stands in for minilora/checkpoints/pydoc-s, for the TINY recipe
+    pretrained_base(cfg, TokenDataset(load_corpus("pydoc")), shipped, lambda s: None)
+    monkeypatch.setattr(minilora.demo, "matching_shipped_base", lambda c: shipped if c == cfg else None)
+    run = tmp_path / "run"
+    pretraining = f"step {cfg.pretrain_steps}/{cfg.pretrain_steps} "
+
+    lines = []
+    m = run_demo(run, cfg, log=lines.append)
+    assert m["base_source"] == "shipped"
+    assert any("shipped with minilora" in s and "--pretrain" in s for s in lines)
+    assert not any(s.startswith(pretraining) for s in lines)                       # no pretraining ran
+    assert (run / "base" / "ckpt-000012.npz").read_bytes() == (shipped / "ckpt-000012.npz").read_bytes()
+
+    lines = []
+    again = run_demo(run, cfg, log=lines.append, pretrain=True)                    # --pretrain: pretrains here
+    assert again["base_source"] == "pretrained" and any(s.startswith(pretraining) for s in lines)
+    assert again["base"] == m["base"] and again["methods"] == [                    # the recipe reproduces the base
+        {**row, "ms_per_step": r2["ms_per_step"]} for row, r2 in zip(m["methods"], again["methods"], strict=True)]
+
+    # a base of the user's own in <out>/base is reused, never replaced by the shipped copy
+    ck = load_checkpoint(run / "base")
+    own = load_model(run / "base")
+    # not a constant shift: layer norm and the softmax make the loss invariant to adding one number everywhere
+    w = own.transformer.wte.weight
+    w.data = w.data + 0.01 * np.random.default_rng(0).standard_normal(w.shape).astype(w.data.dtype)
+    save_checkpoint(run / "base", own, None, ck["step"], ck["train_state"])
+    before = (run / "base" / "ckpt-000012.npz").read_bytes()
+    lines = []
+    third = run_demo(run, cfg, log=lines.append)
+    assert third["base_source"] == "reused" and third["base"] != m["base"]
+    assert (run / "base" / "ckpt-000012.npz").read_bytes() == before

@@ -245,3 +245,94 @@ def test_wrong_number_of_gradients_is_caught_and_names_the_op():
     a, b = leaf([1.0]), leaf([2.0])
     with pytest.raises(RuntimeError, match="BadCount"):
         BadCount.apply(a, b).sum().backward()
+
+
+# ================================================================ in-place modification between forward and backward
+def _saving_ops():
+    """(op name, shape of x, shape of w, f(x, w) -> Tensor, which of x and w the op's backward reads)."""
+    return [
+        ("Mul", (2, 3), (3,), lambda x, w: x * w, "xw"),
+        ("Div", (2, 3), (3,), lambda x, w: x / (w + 10.0), "x"),       # w + 10 is a new tensor
+        ("MatMul", (2, 3), (3, 4), lambda x, w: x @ w, "xw"),
+        ("Linear", (2, 3), (4, 3), ops.linear, "xw"),
+        ("LayerNorm", (2, 3), (3,), ops.layer_norm, "w"),              # saves xhat, rstd and the weight
+        ("Pow", (2, 3), (3,), lambda x, w: x ** 3 + w, "x"),           # Add saves nothing
+        ("Attention", (1, 2, 6), (3,), lambda x, w: ops.attention(x, 1), "x"),
+    ]
+
+
+@pytest.mark.parametrize("name, xs, ws, f, reads", _saving_ops(), ids=[c[0] for c in _saving_ops()])
+@pytest.mark.parametrize("victim", ["x", "w"])
+def test_inplace_write_through_data_after_forward_raises_naming_tensor_and_op(name, xs, ws, f, reads, victim):
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal(xs), requires_grad=True, name="x")
+    w = Tensor(rng.standard_normal(ws), requires_grad=True, name="w")
+    y = f(x, w)
+    t = {"x": x, "w": w}[victim]
+    t.data -= 0.5                                       # what an optimizer step does
+    if victim in reads:
+        with pytest.raises(RuntimeError, match=rf"{name}\.backward.*'{victim}'.*modified in place"):
+            y.backward(np.ones(y.shape))
+    else:                                               # the op never reads it: the gradient is unaffected
+        y.backward(np.ones(y.shape))
+
+
+def test_inplace_write_seen_through_views_and_detach():
+    """Views made by ops (transpose, reshape, basic slicing) and detach() share one write count."""
+    rng = np.random.default_rng(0)
+    for view in (lambda w: w.T, lambda w: w.reshape(3, 3), lambda w: w[::1], lambda w: w.detach()):
+        x = Tensor(rng.standard_normal((2, 3)), requires_grad=True)
+        w = Tensor(rng.standard_normal((3, 3)), requires_grad=True, name="w")
+        y = x @ view(w)                                 # MatMul saves the view's array
+        w.data -= 0.5
+        with pytest.raises(RuntimeError, match=r"MatMul\.backward.*input 1.*modified in place"):
+            y.backward(np.ones(y.shape))
+        x = Tensor(rng.standard_normal((2, 3)), requires_grad=True)
+        v = view(w)
+        y = x @ w
+        v.data -= 0.5                                   # through the view: the same memory changed
+        with pytest.raises(RuntimeError, match=r"MatMul\.backward.*'w'.*modified in place"):
+            y.backward(np.ones(y.shape))
+
+
+def test_inplace_write_into_an_output_an_op_saved_raises():
+    x = Tensor(np.array([0.5, 1.0]), requires_grad=True)
+    for make in (ops.exp, ops.tanh, ops.sigmoid, ops.sqrt, ops.softmax):
+        y = make(x)
+        y.data *= 2.0
+        with pytest.raises(RuntimeError, match="its output.*modified in place"):
+            y.sum().backward()
+
+
+def test_writes_that_change_no_saved_array_are_allowed():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True, name="x")
+    y = (x + 1.0).sum()                                 # Add saves nothing
+    x.data -= 5.0
+    y.backward()
+    assert x.grad.tolist() == [1.0, 1.0]
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (w * w).sum()
+    w.data = np.array([10.0, 20.0])                     # rebinding: the graph still holds the old array
+    y.backward()
+    assert w.grad.tolist() == [2.0, 4.0]                # the gradient of the forward pass that ran
+
+
+def test_optimizer_step_between_two_backwards_of_a_retained_graph_raises():
+    from minilora.optim import SGD
+    w = Tensor(np.array([1.0, -2.0]), requires_grad=True, name="w")
+    loss = (w * w).sum()
+    loss.backward(retain_graph=True)
+    SGD([w], lr=0.1).step()
+    with pytest.raises(RuntimeError, match="'w'.*modified in place"):
+        loss.backward()
+
+
+def test_writes_into_the_ndarray_itself_are_not_detected():
+    """The documented limit: `t.data[0] = 5` never reaches Tensor.data's setter, so the counter cannot
+    see it, and backward silently uses the new value (lesson 2 shows this too)."""
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (w * w).sum()                                   # dy/dw = 2w = [2, 4] at the forward pass
+    w.data[0] = 5.0
+    y.backward()
+    assert w.grad.tolist() == [10.0, 4.0]               # wrong, and not detected
+    assert w._version == 0

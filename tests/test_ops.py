@@ -533,23 +533,30 @@ def test_embedding_and_cross_entropy_reject_bad_targets():
         ops.cross_entropy(z, np.array([0, 3]))
 
 
-# ================================================================ ops.py shadows builtins (max, sum, pow)
+# ================================================================ the ops package shadows builtins (max, sum, pow)
 def test_op_internals_never_call_a_shadowed_builtin():
-    """ops.py defines `max`, `sum` and `pow` at module level, so a bare `max(a, b)` inside a Function
-    or a private helper calls the op, not the builtin (this broke transpose with explicit axes and
-    every reduction with an explicit axis). Internals must write `builtins.max`."""
+    """minilora.ops defines `max`, `sum` and `pow`, and its modules import them from each other, so a
+    bare `max(a, b)` inside a Function or a private helper calls the op, not the builtin (this broke
+    transpose with explicit axes and every reduction with an explicit axis). Internals must write
+    `builtins.max`."""
     import ast
     import builtins
+    import importlib
     import inspect
+    import pkgutil
 
-    tree = ast.parse(inspect.getsource(ops))
-    shadowed = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and hasattr(builtins, n.name)}
+    shadowed = {name for name in dir(ops) if hasattr(builtins, name) and callable(getattr(ops, name))
+                and getattr(ops, name) is not getattr(builtins, name)}
     assert {"max", "sum", "pow"} <= shadowed
-    internals = [n for n in tree.body if isinstance(n, ast.ClassDef)
-                 or (isinstance(n, ast.FunctionDef) and n.name.startswith("_"))]
-    bad = [(node.name, call.lineno) for node in internals for call in ast.walk(node)
-           if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in shadowed]
-    assert bad == [], f"bare calls to shadowed builtins in ops.py internals: {bad}"
+    bad = []
+    for info in pkgutil.iter_modules(ops.__path__):
+        module = importlib.import_module(f"minilora.ops.{info.name}")
+        tree = ast.parse(inspect.getsource(module))
+        internals = [n for n in tree.body if isinstance(n, ast.ClassDef)
+                     or (isinstance(n, ast.FunctionDef) and n.name.startswith("_"))]
+        bad += [(info.name, node.name, call.lineno) for node in internals for call in ast.walk(node)
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in shadowed]
+    assert bad == [], f"bare calls to shadowed builtins in the ops modules' internals: {bad}"
 
 
 @pytest.mark.parametrize("fn", [

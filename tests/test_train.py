@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import minilora.io
+from minilora.checkpoint import load_checkpoint, load_model, save_checkpoint
 from minilora.data import TokenDataset, load_corpus
 from minilora.nn import GPT, GPTConfig
 from minilora.optim import AdamW
-from minilora.train import TrainConfig, evaluate, load_checkpoint, load_model, save_checkpoint, train
+from minilora.train import TrainConfig, evaluate, train
 
 TINY = GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=32)
 
@@ -82,7 +83,7 @@ def test_checkpoint_round_trip_is_bit_exact(pydoc, tmp_path):
     back = load_model(tmp_path)
     assert back.config == cfg and back.dtype == np.float32
     assert back.rng.bit_generator.state == model.rng.bit_generator.state
-    for (n, a), (_, b) in zip(model.named_parameters(), back.named_parameters()):
+    for (n, a), (_, b) in zip(model.named_parameters(), back.named_parameters(), strict=True):
         np.testing.assert_array_equal(a.data, b.data, err_msg=n)
     assert load_model(tmp_path, dtype=np.float64).dtype == np.float64
 
@@ -106,7 +107,7 @@ def test_resume_equals_uninterrupted_run(pydoc, tmp_path):
     second = GPT(cfg, seed=99)                       # different init: everything must come from the checkpoint
     h_res = train(second, pydoc, tiny_cfg(max_steps=2 * N, eval_interval=N, lr_decay_steps=2 * N),
                   out_dir=tmp_path, resume=True, log=quiet)
-    for (n, a), (_, b) in zip(full.named_parameters(), second.named_parameters()):
+    for (n, a), (_, b) in zip(full.named_parameters(), second.named_parameters(), strict=True):
         np.testing.assert_array_equal(a.data, b.data, err_msg=n)
     assert h_res["train_loss"] == h_full["train_loss"]
     assert h_res["val_loss"] == h_full["val_loss"]
@@ -250,7 +251,7 @@ def test_lora_model_trains_only_adapters_and_resumes_exactly(pydoc, tmp_path):
     second = make()
     train(second, pydoc, tiny_cfg(max_steps=4, eval_interval=2, lr_decay_steps=4), out_dir=tmp_path,
           resume=True, log=quiet)
-    for (n, a), (_, b) in zip(full.named_parameters(), second.named_parameters()):
+    for (n, a), (_, b) in zip(full.named_parameters(), second.named_parameters(), strict=True):
         np.testing.assert_array_equal(a.data, b.data, err_msg=n)
     with pytest.raises(ValueError, match="not a plain GPT"):
         load_model(tmp_path)

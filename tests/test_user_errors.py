@@ -9,11 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minilora import GPT, GPTConfig, LoraConfig
+from minilora.checkpoint import load_checkpoint, save_checkpoint
 from minilora.cli import main
 from minilora.data import TokenDataset
 from minilora.exercises import check
 from minilora.sampling import printable
-from minilora.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from minilora.train import TrainConfig, train
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
         "--eval-batches", "2", "--sample-tokens", "0", "--quiet"]
@@ -169,8 +170,10 @@ def test_an_adapter_config_that_contradicts_its_tensors_is_refused(tmp_path, edi
 def test_finetune_target_regex(ckpt, tmp_path, capsys):
     out = tmp_path / "ft"
     assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2", "--batch-size", "2",
-                 "--eval-batches", "1", "--r", "2", "--quiet", "--target-regex", r"transformer\.h\.0\..*c_(attn|fc)"]) == 0
+                 "--eval-batches", "1", "--r", "2", "--quiet",
+                 "--target-regex", r"transformer\.h\.0\..*c_(attn|fc)"]) == 0
     # r (d_in + d_out) for c_attn (32 -> 96) and c_fc (32 -> 128)
     assert "trainable params: 576 " in capsys.readouterr().out
-    assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2", "--target-regex", "nomatch.*"]) == 2
+    assert main(["finetune", "--base", str(ckpt), "--out", str(out), "--steps", "2", "--target-regex", "nomatch.*",
+                 "--overwrite"]) == 2
     assert "nomatch" in capsys.readouterr().err

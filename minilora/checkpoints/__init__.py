@@ -28,7 +28,7 @@ def path(name: str = "pydoc-s") -> Path:
 
 def load_pretrained(name: str = "pydoc-s", dtype=None):
     """The shipped GPT (float32, or cast to dtype, e.g. np.float64 for gradient checks), in eval mode."""
-    from ..train import load_model
+    from ..checkpoint import load_model
 
     model = load_model(path(name), dtype=dtype)
     return model.eval()

@@ -18,12 +18,13 @@ import numpy as np
 
 from .. import io as _io
 from .. import rank as R
+from ..checkpoint import load_model
 from ..data import ByteTokenizer, TokenDataset, load_corpus
 from ..finetune import copy_model
 from ..lora import LoraConfig, get_peft_model
 from ..nn import GPT, GPTConfig
 from ..optim import SGD, AdamW
-from ..train import TrainConfig, load_model, train
+from ..train import TrainConfig, train
 
 __all__ = ["Log", "DEFAULT_BASE_DIR", "QUICK_GPT", "QV", "get_base", "dataset", "settings", "val_batches", "plain_gpt",
            "c_attn", "qv_factors", "finetune", "jsonable", "write_results", "md_table"]
@@ -95,7 +96,7 @@ def qv_factors(model, i: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
 def get_base(base_dir: str | Path | None = None, quick: bool = False, log: Log = print) -> GPT:
     """A GPT pretrained on the pydoc prose.
 
-    * ``base_dir`` holding a checkpoint: load it (``train.load_model``).
+    * ``base_dir`` holding a checkpoint: load it (``checkpoint.load_model``).
     * quick=True (tests): a tiny GPT (2 layers x 32 channels) pretrained for 300 steps, in memory,
       cached per process (a copy is returned each call).
     * otherwise: ``base_dir`` (default runs/demo/base, the demo's base) is pretrained with the
