@@ -334,6 +334,12 @@ def test_family_save_load_is_bit_exact_and_keys_are_checked_by_name(kw, tmp_path
     for (n1, p1), (n2, p2) in zip(model.named_trainable_parameters(), again.named_trainable_parameters(), strict=True):
         assert n1 == n2 and np.array_equal(p1.data, p2.data)
     np.testing.assert_array_equal(_logits(again), _logits(model))
+    unmerged = _logits(model)
+    model.merge_adapter()
+    np.testing.assert_allclose(_logits(model), unmerged, rtol=1e-12, atol=1e-12)      # merged == unmerged
+    model.unmerge_adapter()
+    with pytest.warns(UserWarning, match="different base model"):
+        load_lora_model(GPT(CFG, dtype=np.float64, seed=7), tmp_path)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     tensors = mio.load_npz(tmp_path / "adapter_model.npz")
     if model.peft_config.use_dora:
