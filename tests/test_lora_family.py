@@ -256,7 +256,7 @@ def test_residual_layer_hand_equals_composed_equals_central_differences(init, k,
         y = lay(Tensor(x)).data
     np.testing.assert_allclose(y, x @ (W0 + lay.delta_weight()).T + lin.bias.data, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(y, x @ (residual_weight(lay) + _lora_dw(lay)).T + lin.bias.data, atol=1e-12)
-    mask = np.random.default_rng(6).random(x.shape) > 0.3
+    mask = (np.random.default_rng(6).random(x.shape) > 0.3) if dropout else None
     c = np.random.default_rng(7).standard_normal(y.shape)
     grads = []
     for fn in (lora_linear, lora_linear_composed):              # hand (fused op) vs composed (engine ops)
