@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--time-steps", type=int, default=5, help="timed steps per variant per round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-train", action="store_true", help="only the interleaved timing (no 300-step runs)")
     args = p.parse_args(argv)
 
     from minilora import checkpoints, no_grad, perf
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         return args.loraplus_lr_ratio if VARIANTS[name][1] else None
 
     rows = {}
-    for name in args.variants:
+    for name in ([] if args.no_train else args.variants):
         tcfg = TrainConfig(max_steps=args.steps, batch_size=bs, lr=args.lr * VARIANTS[name][2],
                            warmup_steps=min(30, args.steps // 10), weight_decay=0.0, eval_interval=args.steps,
                            eval_batches=16, seed=1, log_interval=args.steps)
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     print("| variant | trainable params | code val loss | ms/step | vs LoRA | merged vs unmerged max |Δlogit| |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.variants:
-        r = rows[name]
+        r = rows.get(name, dict(params=0, loss=float("nan"), err=float("nan")))
         print(f"| {name} | {r['params']:,} | {r['loss']:.4f} | {ms[name]:.1f} | {ms[name] / ref:.2f}x | "
               f"{r['err']:.1e} |")
     return 0
