@@ -124,8 +124,8 @@ def main(argv=None) -> int:
     ms = {n: statistics.median(v) for n, v in times.items()}
     ref = ms.get("lora", next(iter(ms.values())))
 
-    print(f"\n{args.steps} steps each on the code corpus; timing: {args.rounds} rounds x {args.time_steps} steps, "
-          f"interleaved; {_load()}")
+    what = "no training (--no-train)" if args.no_train else f"{args.steps} steps each on the code corpus"
+    print(f"\n{what}; timing: {args.rounds} rounds x {args.time_steps} steps, interleaved; {_load()}")
     print("| variant | trainable params | code val loss | ms/step | vs LoRA | merged vs unmerged max |Δlogit| |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.variants:
