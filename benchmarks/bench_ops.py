@@ -39,8 +39,9 @@ def _paired_us(bare, engine, setup=None, repeat=200):
         if setup is not None:
             setup()
         te.append(timeit.timeit(engine, number=1))
-    us = lambda v: statistics.median(v) * 1e6
-    return us(tb), us(te), us([e - b for b, e in zip(tb, te)])
+    def us(v):
+        return statistics.median(v) * 1e6
+    return us(tb), us(te), us([e - b for b, e in zip(tb, te, strict=False)])
 
 
 def _unbroadcast_rows(g):
@@ -53,7 +54,8 @@ def cases(rng):
     The NumPy backward gets what the engine's forward saved (softmax y, LayerNorm xhat and rstd,
     shifted logits and log-sum-exp), so only the gradient formulas themselves are timed.
     """
-    f = lambda *s: rng.standard_normal(s)
+    def f(*s):
+        return rng.standard_normal(s)
     x, bias = f(N, C), f(C)
     a, w = f(N, C), f(C, 3 * C)
     s = f(B, nh, T, T)
@@ -129,7 +131,8 @@ def run(repeat=200):
 
         bb, eb, ob = _paired_us(lambda: np_bwd(g), lambda: state["y"].backward(g), setup=build, repeat=repeat)
         rows.append((name, label, bf, ef, of, bb, eb, ob))
-    print(f"engine overhead per call (median of {repeat} interleaved repeats, microseconds; overhead = median of paired (engine - bare NumPy))")
+    print(f"engine overhead per call (median of {repeat} interleaved repeats, microseconds; "
+          "overhead = median of paired (engine - bare NumPy))")
     print(f"{'op':<14} {'shape':<24} | {'fwd numpy':>10} {'fwd engine':>10} {'overhead':>9} | "
           f"{'bwd numpy':>10} {'bwd engine':>10} {'overhead':>9}")
     for name, label, bf, ef, of, bb, eb, ob in rows:

@@ -55,7 +55,7 @@ def main(argv=None):
             return [np.linalg.svd(s * B @ A, compute_uv=False) for B, A, s in adapters]
 
         err = max(float(np.max(np.abs(f - g[:r])) / g[0])
-                  for f, g in zip(run_factors(), run_dense_s()))
+                  for f, g in zip(run_factors(), run_dense_s(), strict=False))
         t_f = best_ms(run_factors, args.repeats)
         t_d = best_ms(run_dense, args.repeats)
         t_s = best_ms(run_dense_s, args.repeats)

@@ -10,8 +10,15 @@ from . import ops as F
 from .checkpoint import load_model
 from .function import Function, unbroadcast
 from .gradcheck import GradcheckError, check_function, check_grad, check_vjp, compare, numerical_grad
-from .lora import LoRALinear, LoraConfig, LoraModel, get_peft_model, inject_lora, load_lora_model, \
-    mark_only_lora_as_trainable
+from .lora import (
+    LoraConfig,
+    LoRALinear,
+    LoraModel,
+    get_peft_model,
+    inject_lora,
+    load_lora_model,
+    mark_only_lora_as_trainable,
+)
 from .nn import GPT, GPTConfig
 from .tensor import Tensor, is_grad_enabled, no_grad, tensor
 from .train import TrainConfig, evaluate, train

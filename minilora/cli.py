@@ -258,8 +258,9 @@ def add_sample_arguments(p):
                    help="sampling temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample among the k most likely bytes")
     p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--adapter", default=None,
-                   help="a LoRA adapter folder (from `minilora finetune`) to apply to the checkpoint")
+    p.add_argument("--adapter", action="append", default=None, metavar="[NAME=]PATH",
+                   help="a LoRA adapter folder (from `minilora finetune`) to apply to the checkpoint; several as "
+                        "NAME=PATH: one sample per adapter in one mixed-adapter batch (__base__= for the base)")
 
 
 def run_sample(args):
@@ -271,11 +272,15 @@ def run_sample(args):
         raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
     model = load_model(args.ckpt)
     if args.adapter:
-        from .lora import load_lora_model
+        from .sampling import generate_with_adapters
 
-        if not os.path.isdir(args.adapter):
-            raise UserError(f"no adapter folder at {args.adapter!r} (make one with `minilora finetune`)")
-        model = load_lora_model(model, args.adapter).eval()
+        try:
+            texts = generate_with_adapters(model, args.adapter, args.prompt, args.max_new_tokens, args.temperature,
+                                           args.top_k, args.seed)
+        except FileNotFoundError as e:
+            raise UserError(f"{e} (make one with `minilora finetune`)") from None
+        print(texts[0][1] if len(texts) == 1 else "\n".join(f"--- {n}\n{t}" for n, t in texts))
+        return 0
     print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
     return 0
 
@@ -350,7 +355,10 @@ def add_finetune_arguments(p):
                    help="a full-match regular expression over module names instead of --target-modules "
                         "(e.g. 'transformer\\.h\\.[01]\\..*c_attn')")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
+    from .lora.options import add_lora_family_arguments
+    from .quant.options import add_qlora_arguments
     add_lora_family_arguments(p)
+    add_qlora_arguments(p)
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="batch size (default 16)")
@@ -359,26 +367,6 @@ def add_finetune_arguments(p):
     p.add_argument("--overwrite", action="store_true",
                    help="replace a checkpoint or adapter already in --out (never allowed: --out inside --base)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def add_lora_family_arguments(p):
-    """PEFT-style switches of the LoRA family (lora/dora.py, lora/pissa.py, lora/loraplus.py)."""
-    from .lora.variant import VARIANTS
-
-    p.add_argument("--variant", default="lora", choices=sorted(VARIANTS),
-                   help="LoRA variant (default lora; dora = DoRA with the norm held constant in the backward, "
-                        "as PEFT; dora_exact = its exact gradient)")
-    p.add_argument("--use-dora", action="store_true", help="DoRA (PEFT's use_dora): same as --variant dora")
-    p.add_argument("--init-lora-weights", default="true",
-                   help="true (default), false, gaussian, pissa, pissa_niter_K (randomised SVD) or olora")
-    p.add_argument("--loraplus-lr-ratio", type=positive_float, default=None,
-                   help="LoRA+: lora_B trains with this multiple of --lr (the paper's default is 16)")
-
-
-def lora_family_options(args) -> dict:
-    """LoraConfig keywords from the family switches (init_lora_weights "true"/"false" -> bool)."""
-    init = {"true": True, "false": False}.get(str(args.init_lora_weights).lower(), args.init_lora_weights)
-    return dict(variant=args.variant, use_dora=args.use_dora, init_lora_weights=init)
 
 
 def _finetune_out_problem(out: str, base: str, overwrite: bool) -> str | None:
@@ -418,7 +406,9 @@ def run_finetune(args):
     from .data import TokenDataset, load_corpus
     from .finetune import finetune
     from .io import ensure_writable_dir
-    from .lora import LoraConfig
+    from .lora import LoraConfig, VeraConfig
+    from .lora.options import lora_family_options, lora_family_usage_error
+    from .quant import memory_lines, qlora_usage_error
     from .train import TrainConfig, evaluate
 
     perf.configure_malloc()
@@ -432,13 +422,13 @@ def run_finetune(args):
     if problem:
         raise UserError(problem)
     if args.full and (args.r != 8 or args.lora_alpha != 16.0 or args.lora_dropout or args.use_rslora
-                      or args.target_modules != ["c_attn"] or args.target_regex):
+                      or args.target_modules != ["c_attn"] or args.target_regex or args.variant != "lora"):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
-                        "--use-rslora, --target-modules, --target-regex) do not apply")
-    if args.full and (args.variant != "lora" or args.use_dora or args.init_lora_weights != "true"
-                      or args.loraplus_lr_ratio is not None):
-        raise UserError("--full trains every parameter: the LoRA family options (--variant, --use-dora, "
-                        "--init-lora-weights, --loraplus-lr-ratio) do not apply")
+                        "--use-rslora, --target-modules, --target-regex, --variant) do not apply")
+    if msg := lora_family_usage_error(args):
+        raise UserError(msg)
+    if msg := qlora_usage_error(args):
+        raise UserError(msg)
     base = load_model(args.base)
     ds = TokenDataset(load_corpus(args.corpus))
     lr = args.lr or (1e-3 if args.full else 1e-2)
@@ -446,6 +436,10 @@ def run_finetune(args):
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                                  target_modules=args.target_regex or list(args.target_modules),
                                                  use_rslora=args.use_rslora, **lora_family_options(args))
+        if args.variant == "vera":
+            lcfg = VeraConfig(r=args.r, target_modules=lcfg.target_modules, vera_dropout=args.lora_dropout,
+                              use_rslora=args.use_rslora)
+        lcfg = lcfg.replace(init_lora_weights="loftq") if args.loftq else lcfg
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
                            eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
@@ -460,9 +454,12 @@ def run_finetune(args):
     if args.overwrite and (has_checkpoint(out) or os.path.exists(os.path.join(out, "adapter", "adapter_config.json"))):
         log(f"note: replacing the {method} result in {out} (--overwrite)")
     try:
-        res = finetune(base, ds, method, lcfg, tcfg, log=log, loraplus_lr_ratio=args.loraplus_lr_ratio)
+        res = finetune(base, ds, method, lcfg, tcfg, log=log, quantize=args.quantize, double_quant=args.double_quant,
+                       loraplus_lr_ratio=args.loraplus_lr_ratio)
     except FloatingPointError as e:
         raise _diverged(e, lr) from None
+    if args.quantize:
+        print("\n".join(memory_lines(res.extra["base_memory"])), flush=True)
     after = evaluate(res.model, val)
     if method == "lora":
         res.model.print_trainable_parameters()

@@ -7,7 +7,7 @@ bytes, ms per step and the loss history.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .lora import LoraConfig, get_peft_model
 from .lora.loraplus import create_loraplus_optimizer
@@ -16,6 +16,8 @@ from .optim import AdamW
 from .train import TrainConfig, train
 
 __all__ = ["FinetuneResult", "copy_model", "finetune"]
+
+FLOAT_BASE_VARIANTS = ("dora", "dora_exact", "residual")   # their forward reads W0 itself (lora/dora.py, pissa.py)
 
 
 @dataclass
@@ -28,6 +30,8 @@ class FinetuneResult:
         history: the dict returned by `minilora.train.train` (losses, ms_per_step, ...).
         trainable_params: number of trained scalars. all_params: number of scalars in the model.
         optimizer_state_bytes: bytes of AdamW's m and v (2 float arrays per trained parameter).
+        extra: figures of a quantized run (quantize="nf4"): "quantized" (layer names) and
+            "base_memory" (`quant.base_memory`); empty otherwise.
     """
 
     method: str
@@ -36,6 +40,7 @@ class FinetuneResult:
     trainable_params: int
     all_params: int
     optimizer_state_bytes: int
+    extra: dict = field(default_factory=dict)
 
     @property
     def ms_per_step(self) -> float:
@@ -54,8 +59,8 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
-             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0,
-             loraplus_lr_ratio: float | None = None) -> FinetuneResult:
+             cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0, quantize: str | None = None,
+             double_quant: bool = True, loraplus_lr_ratio: float | None = None) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
 
     Args:
@@ -68,6 +73,10 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         seed: seeds the LoRA initialisation and dropout, together with r: runs with different ranks
             get independent initial A (with one stream, A of rank 4 would be the first rows of A of
             rank 16, and their subspaces would overlap before any training).
+        quantize: None (float base) or "nf4": QLoRA, every Linear of the copy's blocks stored in
+            4-bit NF4 after injection (`minilora.quant.quantize_model`); the memory of the base is
+            measured into `result.extra["base_memory"]` (`quant.base_memory`). LoRA only.
+        double_quant: with quantize, also quantize the block constants (QLoRA's default).
         loraplus_lr_ratio: None, or LoRA+'s λ (arXiv:2402.12354): lora_B (and 1-D adapter parameters)
             train with λ·lr, the rest with lr (`lora.loraplus.loraplus_param_groups`); LoRA only.
     Returns:
@@ -80,8 +89,18 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     cfg = cfg or TrainConfig(max_steps=200)
     lora_config = lora_config or LoraConfig()
     model = copy_model(base, seed=[seed, lora_config.r] if method == "lora" else seed)
+    if quantize is not None and (method != "lora" or quantize != "nf4"):
+        raise ValueError(f"finetune: quantize must be None or 'nf4' (with method='lora'), got {quantize!r}")
+    if quantize is not None and getattr(lora_config, "variant", "lora") in FLOAT_BASE_VARIANTS:
+        raise ValueError(f"finetune: variant {lora_config.variant!r} (DoRA, PiSSA/OLoRA) needs the float base "
+                         "weight; a 4-bit (quantize='nf4') base is not supported with it")
+    extra = {}
     if method == "lora":
         model = get_peft_model(model, lora_config)
+    if quantize is not None:
+        from .quant import base_memory, quantize_model
+        extra["quantized"] = quantize_model(model, double_quant=double_quant)
+        extra["base_memory"] = base_memory(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if loraplus_lr_ratio is not None:
         if method != "lora":
@@ -93,4 +112,4 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     return FinetuneResult(method=method, model=model, history=history,
                           trainable_params=int(sum(p.size for p in params)),
                           all_params=int(sum(p.size for p in model.parameters())),
-                          optimizer_state_bytes=int(opt.state_bytes()))
+                          optimizer_state_bytes=int(opt.state_bytes()), extra=extra)

@@ -70,7 +70,8 @@ class GradReport:
     def __str__(self):
         lines = [f"{'input':>10} {'shape':>14} {'max abs err':>12} {'max rel err':>12} {'worst index':>14}"]
         for r in self.rows:
-            lines.append(f"{r['name']:>10} {str(r['shape']):>14} {r['abs']:12.3e} {r['rel']:12.3e} {str(r['index']):>14}")
+            lines.append(f"{r['name']:>10} {str(r['shape']):>14} {r['abs']:12.3e} {r['rel']:12.3e} "
+                         f"{str(r['index']):>14}")
         return "\n".join(lines)
 
 
@@ -145,7 +146,7 @@ def check_grad(fn, *inputs, cotangent="random", eps=1e-6, atol=1e-6, rtol=1e-5, 
     """
     _, checked, _, analytic, numeric = _autograd_and_numeric(fn, inputs, cotangent, seed, eps, "check_grad")
     report = GradReport()
-    for k, (t, a, n) in enumerate(zip(checked, analytic, numeric)):
+    for k, (t, a, n) in enumerate(zip(checked, analytic, numeric, strict=True)):
         row = _compare(t.name or f"input{k}", a, n, atol, rtol)
         report.rows.append(row)
         report.passed &= row["ok"]
@@ -182,14 +183,14 @@ def check_vjp(fn, *inputs, n_directions=3, eps=1e-6, rtol=1e-5, atol=1e-8, seed=
     results = []
     for _ in range(n_directions):
         vs = [rng.standard_normal(t.shape) for t in checked]
-        analytic = float(sum(np.sum(g * v) for g, v in zip(grads, vs)))
+        analytic = float(sum(np.sum(g * v) for g, v in zip(grads, vs, strict=True)))
         vals = []
         for sign in (1, -1):
-            for t, v in zip(checked, vs):
+            for t, v in zip(checked, vs, strict=True):
                 t.data += sign * eps * v
             with no_grad():
                 vals.append(float(np.sum(fn(*tensors).data * c)))
-            for t, v in zip(checked, vs):
+            for t, v in zip(checked, vs, strict=True):
                 t.data -= sign * eps * v
         numeric = (vals[0] - vals[1]) / (2 * eps)
         results.append((analytic, numeric))
@@ -218,13 +219,15 @@ def compare(fn, *inputs, hand=None, eps=1e-6, seed=0, show=True):
     tensors, checked, c, auto, num = _autograd_and_numeric(fn, inputs, "random", seed, eps, "compare")
     hands = hand(c, *[t.data for t in tensors]) if hand is not None else [None] * len(checked)
     rows = []
-    for k, (t, h, a, n) in enumerate(zip(checked, hands, auto, num)):
-        rows.append(dict(name=t.name or f"input{k}", first=(None if h is None else float(h.flat[0]), float(a.flat[0]), float(n.flat[0])),
+    for k, (t, h, a, n) in enumerate(zip(checked, hands, auto, num, strict=True)):
+        first = (None if h is None else float(h.flat[0]), float(a.flat[0]), float(n.flat[0]))
+        rows.append(dict(name=t.name or f"input{k}", first=first,
                          hand_auto=None if h is None else float(np.max(np.abs(h - a))),
                          auto_num=float(np.max(np.abs(a - n))),
                          hand_num=None if h is None else float(np.max(np.abs(h - n)))))
     if show:
-        fmt = lambda v: "      -     " if v is None else f"{v:12.3e}"
+        def fmt(v):
+            return "      -     " if v is None else f"{v:12.3e}"
         print(f"{'input':>8} | {'first elem: hand':>16} {'autograd':>12} {'numeric':>12} | "
               f"{'|hand-auto|':>12} {'|auto-num|':>12} {'|hand-num|':>12}")
         for r in rows:

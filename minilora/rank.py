@@ -168,7 +168,7 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
     ``(start, stop)`` output-row ranges; ``None`` is read as ``[(0, d_out)]``) and
     ``.base.weight.data`` (d_out, d_in). Group i uses A rows ``[i*r:(i+1)*r]`` and B rows
     ``[offset_i : offset_i + (stop_i - start_i)]`` where offset_i is the sum of the earlier widths
-    (the grouped LoRA of a fused q,k,v projection, as loralib's ``MergedLinear``; API_PLAN.md).
+    (the grouped LoRA of a fused q,k,v projection, as loralib's ``MergedLinear``).
 
     Returns: a list of g tuples ``(slice(start, stop), A_i (r, d_in), B_i (stop-start, r),
     scaling)``; A_i and B_i are views of the layer's arrays (do not write to them), in their dtype.

@@ -125,7 +125,7 @@ def test_no_grad_records_no_graph():
 def test_no_grad_restores_on_exception():
     with pytest.raises(ZeroDivisionError):
         with no_grad():
-            1 / 0
+            _ = 1 / 0
     assert is_grad_enabled()
 
 

@@ -7,8 +7,17 @@ import re
 import numpy as np
 import pytest
 
-from minilora import (Function, GradcheckError, Tensor, check_function, check_grad, check_vjp, compare,
-                      numerical_grad, ops)
+from minilora import (
+    Function,
+    GradcheckError,
+    Tensor,
+    check_function,
+    check_grad,
+    check_vjp,
+    compare,
+    numerical_grad,
+    ops,
+)
 
 
 class SumIgnoringG(Function):
@@ -92,7 +101,8 @@ def test_check_vjp_on_a_small_composition_and_a_broken_op():
     rng = np.random.default_rng(1)
     x, W = rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4))
     w, b = rng.standard_normal(5), rng.standard_normal(5)
-    fn = lambda x, W, w, b: ops.gelu(ops.layer_norm(ops.linear(x, W), w, b))
+    def fn(x, W, w, b):
+        return ops.gelu(ops.layer_norm(ops.linear(x, W), w, b))
     res = check_vjp(fn, x, W, w, b)
     assert len(res) == 3 and all(abs(a - n) < 1e-6 * (1 + abs(n)) for a, n in res)
     with pytest.raises(GradcheckError, match="directional"):
@@ -114,7 +124,8 @@ def test_reports_work_with_unnamed_tensors_and_unused_inputs(capsys):
 
 def test_compare_prints_hand_autograd_numeric(capsys):
     x = X.copy()
-    hand = lambda c, a: [c * (1 - np.tanh(a) ** 2)]
+    def hand(c, a):
+        return [c * (1 - np.tanh(a) ** 2)]
     rows = compare(ops.tanh, x, hand=hand)
     out = capsys.readouterr().out
     header = out.splitlines()[0]

@@ -462,3 +462,20 @@ def test_family_exercises_recognise_the_classic_mistakes():
                              ("loraplus_lrs", only_lora_B, "1-D parameters")]:
         res = check(name, fn)
         assert not res.passed and needle in res.message, (name, res.message[-400:])
+
+
+@pytest.mark.filterwarnings("ignore:quantize_4bit")
+def test_a_quantized_base_is_refused_by_name():
+    """DoRA and PiSSA/OLoRA read the float W0; with QLoRA's 4-bit base they refuse, naming it."""
+    from minilora.finetune import finetune
+    from minilora.quant import quantize_model
+
+    for kw, what in ((dict(use_dora=True), "DoRA"), (dict(init_lora_weights="olora"), "PiSSA/OLoRA")):
+        model = get_peft_model(GPT(CFG), LoraConfig(r=2, **kw))
+        quantize_model(model)
+        with pytest.raises(ValueError, match=f"{what} needs the float base weight W0.*NF4Weight"):
+            model(IDX)
+        with pytest.raises(ValueError, match="needs the float base weight; a 4-bit"):
+            finetune(GPT(CFG), None, "lora", LoraConfig(r=2, **kw), quantize="nf4")
+    with pytest.raises(ValueError, match="DoRA with init_lora_weights='loftq' is not supported"):
+        LoRALinear(Linear(64, 64), 2, 4, variant="dora", init_lora_weights="loftq")

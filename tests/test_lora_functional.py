@@ -6,7 +6,8 @@ differences in float64 against a random cotangent for the backward pass, plus ex
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minilora.gradcheck import numerical_grad
 from minilora.lora.functional import (

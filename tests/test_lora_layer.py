@@ -9,7 +9,8 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minilora import check_grad, no_grad
 from minilora.lora.functional import lora_merge_delta
@@ -17,7 +18,6 @@ from minilora.lora.layer import LoRAFunction, LoRALinear, lora_linear, lora_line
 from minilora.nn import Linear
 from minilora.rank import delta_weight as rank_delta_weight
 from minilora.tensor import Tensor
-
 
 # ----------------------------------------------------------------------------- strategies
 
@@ -60,11 +60,15 @@ def _fns(p):
     consts = (p["scaling"], p["mask"], p["keep_prob"], p["slices"])
     b_const = p["b"]
     if p["b"] is not None and p["train_bias"]:
-        fused = lambda x, A, B, b: lora_linear(x, p["W0"], b, A, B, *consts)
-        comp = lambda x, A, B, b: lora_linear_composed(x, p["W0"], b, A, B, *consts)
+        def fused(x, A, B, b):
+            return lora_linear(x, p["W0"], b, A, B, *consts)
+        def comp(x, A, B, b):
+            return lora_linear_composed(x, p["W0"], b, A, B, *consts)
     else:
-        fused = lambda x, A, B: lora_linear(x, p["W0"], b_const, A, B, *consts)
-        comp = lambda x, A, B: lora_linear_composed(x, p["W0"], b_const, A, B, *consts)
+        def fused(x, A, B):
+            return lora_linear(x, p["W0"], b_const, A, B, *consts)
+        def comp(x, A, B):
+            return lora_linear_composed(x, p["W0"], b_const, A, B, *consts)
     return fused, comp
 
 
@@ -89,7 +93,7 @@ def test_fused_equals_composed_equals_finite_differences(p):
     c = rng.standard_normal(yf.shape)
     yf.backward(c)
     yc.backward(c)
-    for tf, tc in zip(ts_f, ts_c):
+    for tf, tc in zip(ts_f, ts_c, strict=True):
         np.testing.assert_allclose(tf.grad, tc.grad, rtol=1e-10, atol=1e-12)
     check_grad(fused, *[a.copy() for a in _inputs(p)], atol=1e-6, rtol=1e-5)
 
@@ -112,7 +116,8 @@ def test_lora_function_needs_no_w0_gradient_and_refuses_trainable_w0():
 
 def test_float32_dtype_kept():
     rng = np.random.default_rng(0)
-    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
+    def f32(*s):
+        return rng.standard_normal(s).astype(np.float32)
     A = Tensor(f32(2, 5), requires_grad=True)
     B = Tensor(f32(4, 2), requires_grad=True)
     y = lora_linear(Tensor(f32(3, 5)), f32(4, 5), f32(4), A, B, 2.0)

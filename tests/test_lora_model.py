@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from minilora import check_vjp, data, no_grad
-from minilora.lora import (LoraConfig, LoRALinear, find_target_modules, get_peft_model,
-                           inject_lora, load_lora_model, lora_state_dict, mark_only_lora_as_trainable)
+from minilora.lora import (
+    LoraConfig,
+    LoRALinear,
+    find_target_modules,
+    get_peft_model,
+    inject_lora,
+    load_lora_model,
+    lora_state_dict,
+    mark_only_lora_as_trainable,
+)
 from minilora.nn import GPT, GPTConfig, Linear
 
 CFG = GPTConfig(vocab_size=256, block_size=8, n_layer=2, n_head=2, n_embd=12)
@@ -307,11 +315,13 @@ def _adam(params, lr):
 
     def step():
         t[0] += 1
-        for p, (m, v) in zip(params, state):
+        for p, (m, v) in zip(params, state, strict=True):
             if p.grad is None:
                 continue
-            m *= 0.9; m += 0.1 * p.grad
-            v *= 0.999; v += 0.001 * p.grad ** 2
+            m *= 0.9
+            m += 0.1 * p.grad
+            v *= 0.999
+            v += 0.001 * p.grad ** 2
             mh, vh = m / (1 - 0.9 ** t[0]), v / (1 - 0.999 ** t[0])
             p.data = (p.data - lr * mh / (np.sqrt(vh) + 1e-8)).astype(p.dtype)
             p.grad = None

@@ -323,7 +323,7 @@ def test_gpt2_init_statistics():
 
 def test_init_is_seeded():
     a, b, c = tiny(seed=0), tiny(seed=0), GPT(GPTConfig(**TINY), seed=5)
-    for (n, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (n, p), q, _r in zip(a.named_parameters(), b.parameters(), c.parameters(), strict=True):
         assert p.data.tobytes() == q.data.tobytes(), n
     assert not np.array_equal(a.transformer.wte.weight.data, c.transformer.wte.weight.data)
 

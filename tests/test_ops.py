@@ -11,11 +11,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+import strategies as S  # tests/ is on sys.path (pytest rootdir-less "prepend" import mode)
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minilora import Tensor, check_grad, ops
-import strategies as S  # tests/ is on sys.path (pytest rootdir-less "prepend" import mode)
 
 # ================================================================ the catalog
 CASES = {}
@@ -125,8 +126,10 @@ def _(draw):
                          st.lists(st.integers(0, n), max_size=3).map(sorted)))
     x = draw(S.arrays(shape))
     # weight each piece differently so a gradient sent to the wrong piece is caught
-    fn = lambda t: ops.concatenate([p * float(i + 1) for i, p in enumerate(ops.split(t, how, axis))], axis)
-    ref = lambda a: np.concatenate([p * (i + 1) for i, p in enumerate(np.split(a, how, axis))], axis)
+    def fn(t):
+        return ops.concatenate([p * float(i + 1) for i, p in enumerate(ops.split(t, how, axis))], axis)
+    def ref(a):
+        return np.concatenate([p * (i + 1) for i, p in enumerate(np.split(a, how, axis))], axis)
     return [x], fn, ref
 
 
@@ -343,7 +346,7 @@ def test_float32_in_float32_out(name, data):
     out32, g32 = _grads(fn, [a.astype(np.float32) for a in arrays], c)
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32.data, out64.data, rtol=1e-4, atol=1e-5)
-    for a, b in zip(g32, g64):
+    for a, b in zip(g32, g64, strict=True):
         assert a.dtype == np.float32 and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * (1 + np.abs(b).max(initial=0)))
 
@@ -388,7 +391,7 @@ def test_fused_equals_composed(name, fused, composed, data):
     yf, gf = _grads(lambda *ts: fused(*ts, **kw), arrays, c)
     yc, gc_ = _grads(lambda *ts: composed(*ts, **kw), arrays, c)
     np.testing.assert_allclose(yf.data, yc.data, rtol=0, atol=1e-12)
-    for a, b in zip(gf, gc_):
+    for a, b in zip(gf, gc_, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 

@@ -11,7 +11,8 @@ import types
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from minilora import rank as R
@@ -159,7 +160,7 @@ def test_lowrank_svd_keeps_float32():
 
 
 def fake_layer(rng, d_out, d_in, r, slices=None, alpha=5.0):
-    """A duck-typed LoRA layer, as minilora.lora.LoRALinear exposes it (API_PLAN.md)."""
+    """A duck-typed LoRA layer, as minilora.lora.LoRALinear exposes it (A, B, scaling, slices)."""
     ns = types.SimpleNamespace
     groups = slices if slices is not None else [(0, d_out)]
     width = sum(b - a for a, b in groups)

@@ -19,6 +19,7 @@ if their bias mode trained biases, a UserWarning says the model keeps its own bi
 """
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections import OrderedDict
 from dataclasses import fields
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "adapter_tensors", "save_adapter", "read_adapter",
            "load_adapter"]
 
+# peft_type -> config class ("module:attr" strings are imported on first use, as in variant.py)
+CONFIG_TYPES: dict[str, Any] = {"LORA": LoraConfig, "VERA": "minilora.lora.vera:VeraConfig"}
+
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.npz"
 PEFT_PREFIX = "base_model.model."
@@ -53,10 +57,21 @@ def _own_parameters(model: LoraModel, bias: str) -> tuple[OrderedDict, list[str]
     return params, biases
 
 
+def _model_tensors(model: LoraModel) -> OrderedDict[str, np.ndarray]:
+    """The model-level tensors of the variants in use (`LoraVariant.model_tensors`: VeRA's vera_A/vera_B)."""
+    out = OrderedDict()
+    for variant in dict.fromkeys(m.variant for _, m in model.lora_layers()):
+        out.update(variant.model_tensors(model))
+    return out
+
+
 def adapter_tensors(model: LoraModel) -> OrderedDict[str, np.ndarray]:
-    """Copies of what `save_adapter` writes: the model's own adapter tensors and its trained biases."""
+    """Copies of what `save_adapter` writes: the model's own adapter tensors and its trained biases
+    (and the model-level tensors of its variant, e.g. VeRA's shared projections)."""
     params, _ = _own_parameters(model, model.peft_config.bias)
-    return OrderedDict((n, p.data.copy()) for n, p in params.items())
+    out = OrderedDict((n, p.data.copy()) for n, p in params.items())
+    out.update((n, np.array(v, copy=True)) for n, v in _model_tensors(model).items())
+    return out
 
 
 def save_adapter(model: LoraModel, path: str | PathLike) -> None:
@@ -72,7 +87,8 @@ def save_adapter(model: LoraModel, path: str | PathLike) -> None:
     path.mkdir(parents=True, exist_ok=True)
     _, biases = _own_parameters(model, model.peft_config.bias)
     tensors = adapter_tensors(model)
-    meta = dict(model.peft_config.to_dict(), peft_type="LORA", format_version=1,
+    meta = dict(model.peft_config.to_dict(), peft_type=getattr(model.peft_config, "peft_type", "LORA"),
+                format_version=1,
                 base_model_fingerprint=model.base_fingerprint,
                 adapter_fingerprint=mio.fingerprint(tensors),
                 target_names=list(model.lora_module_names), dtype=str(model.dtype), bias_keys=biases)
@@ -98,14 +114,18 @@ def read_adapter(path: str | PathLike) -> tuple[LoraConfig, dict[str, Any], Orde
     meta = mio.load_json(cfg_file)
     if not isinstance(meta, dict):
         raise ValueError(f"load_adapter: {str(cfg_file)!r} does not hold a JSON object")
-    if meta.get("peft_type", "LORA") != "LORA":
+    if meta.get("peft_type", "LORA") not in CONFIG_TYPES:
         raise ValueError(f"load_adapter: {str(cfg_file)!r} holds a {meta['peft_type']!r} adapter; only LORA "
-                         "adapters can be loaded")
+                         f"adapters (and {sorted(set(CONFIG_TYPES) - {'LORA'})}) can be loaded")
     if meta.get("format_version", 1) != 1:
         raise ValueError(f"load_adapter: {str(cfg_file)!r} has format_version {meta['format_version']!r}; this "
                          "minilora reads format_version 1")
-    names = {f.name for f in fields(LoraConfig)}
-    config = LoraConfig.from_dict({k: v for k, v in meta.items() if k in names})
+    config_cls = CONFIG_TYPES[meta.get("peft_type", "LORA")]
+    if isinstance(config_cls, str):
+        module, _, attr = config_cls.partition(":")
+        config_cls = getattr(importlib.import_module(module), attr)
+    names = {f.name for f in fields(config_cls)}
+    config = config_cls.from_dict({k: v for k, v in meta.items() if k in names})
     raw = mio.load_npz(npz_file)
     for k, v in raw.items():
         bad = v.ndim != 2 if k.endswith(("lora_A.weight", "lora_B.weight")) else False
@@ -155,8 +175,9 @@ def load_adapter(model: LoraModel, path: str | PathLike) -> None:
         if biases:
             warnings.warn(f"load_adapter: {str(path)!r} was written before adapters stored their trained biases "
                           f"(bias={config.bias!r}); the model keeps its own biases", UserWarning, stacklevel=3)
-    missing = [k for k in params if k not in tensors]
-    unexpected = [k for k in tensors if k not in params]
+    shared = _model_tensors(model)                   # e.g. VeRA's vera_A / vera_B
+    missing = [k for k in [*params, *shared] if k not in tensors]
+    unexpected = [k for k in tensors if k not in params and k not in shared]
     if missing or unexpected:
         raise ValueError(f"load_adapter: {path}: missing keys {missing}, unexpected keys {unexpected}")
     for k, p in params.items():
@@ -166,6 +187,10 @@ def load_adapter(model: LoraModel, path: str | PathLike) -> None:
                              f"model (file r = {config.r}, model r = {model.peft_config.r})")
         if v.dtype != p.dtype:
             raise ValueError(f"load_adapter: {k} has dtype {v.dtype} in the file but {p.dtype} in the model")
+    for k, v in shared.items():
+        if tensors[k].shape != v.shape or tensors[k].dtype != v.dtype:
+            raise ValueError(f"load_adapter: {k} is {tensors[k].shape} {tensors[k].dtype} in the file but "
+                             f"{v.shape} {v.dtype} in the model")
     fp = meta.get("base_model_fingerprint")
     if fp != model.base_fingerprint:
         warnings.warn(f"load_adapter: the adapter in {str(path)!r} was trained on a different base model "
@@ -173,6 +198,8 @@ def load_adapter(model: LoraModel, path: str | PathLike) -> None:
                       "its outputs may be meaningless", UserWarning, stacklevel=3)
     for k, p in params.items():
         p.data = np.array(tensors[k], copy=True)
+    for variant in dict.fromkeys(m.variant for _, m in layers):
+        variant.load_model_tensors(model, {k: tensors[k] for k in shared})
     for _, m in layers:
         m.set_scaling(config.lora_alpha, config.use_rslora)
         m.lora_dropout = config.lora_dropout

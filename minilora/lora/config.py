@@ -35,7 +35,9 @@ class LoraConfig:
             used by `inject_lora`, ignored by a single `LoRALinear`.
         use_rslora: bool.
         init_lora_weights: a key of `variant.LORA_INITS`: True (A kaiming-uniform, B = 0),
-            "gaussian" (A ~ N(0, 1/r²), B = 0) or False (both random: ΔW != 0, for tests).
+            "gaussian" (A ~ N(0, 1/r²), B = 0), False (both random: ΔW != 0, for tests) or
+            "loftq" (LoftQ: quantizes the layer's base to NF4 and starts A, B from the SVD of the
+            residual; minilora/quant/loftq.py).
         bias: "none", "all" (every bias trains) or "lora_only" (biases of adapted layers train).
             Trained biases are stored in the adapter file (PEFT does the same).
         enable_lora: None or list of bools (adapt only those equal output slices, e.g. q and v).

@@ -269,6 +269,13 @@ def dora_linear_composed(x: Tensor | np.ndarray, W0: np.ndarray | Tensor, b: Ten
 
 # --------------------------------------------------------------------------- the variant
 
+def _need_float_base(layer: LoRALinear, what: str) -> None:
+    """Raise ValueError if the layer's W0 is not a float Parameter (e.g. a 4-bit QLoRA base)."""
+    if not isinstance(layer.weight, Parameter):
+        raise ValueError(f"{what} needs the float base weight W0, but this layer's base is "
+                         f"{type(layer.weight).__name__} (a quantized base is not supported with {what})")
+
+
 class DoRA(LoraVariant):
     """DoRA on the variant hook (LoraConfig(use_dora=True)): backward with the norm held constant
     (DoRA §4.3, as PEFT trains); `DoRAExact` (variant "dora_exact") uses the exact gradient.
@@ -289,6 +296,8 @@ class DoRA(LoraVariant):
         if layer.slices is not None:
             raise ValueError("DoRA adapts the whole weight (one magnitude per output row); enable_lora slices "
                              "are not supported: adapt the full layer (drop enable_lora)")
+        if init_lora_weights == "loftq":
+            raise ValueError("DoRA with init_lora_weights='loftq' is not supported: DoRA needs the float W0")
         super().init(layer, init_lora_weights)
         _, n = dora_weight_norm(layer.weight.data, layer.lora_A.weight.data, layer.lora_B.weight.data, layer.scaling)
         layer.lora_magnitude_vector = Parameter(n)
@@ -296,6 +305,7 @@ class DoRA(LoraVariant):
     @classmethod
     def forward(cls, layer: LoRALinear, x: Tensor, mask: np.ndarray | None, keep_prob: float) -> Tensor:
         """The fused DoRA op with this class's norm_grad."""
+        _need_float_base(layer, "DoRA")
         return dora_linear(x, layer.weight.data, layer.bias, layer.lora_A.weight, layer.lora_B.weight,
                            layer.lora_magnitude_vector, layer.scaling, mask, keep_prob, cls.norm_grad)
 
@@ -322,6 +332,7 @@ class DoRA(LoraVariant):
     @classmethod
     def merge(cls, layer: LoRALinear) -> None:
         """W ← c ⊙ (W0 + s·B A), keeping c for unmerge (PEFT caches the norm the same way)."""
+        _need_float_base(layer, "DoRA")
         V, c = cls._factor(layer, layer.weight.data)
         layer._dora_factor = c
         layer.weight.data = c[:, None] * V

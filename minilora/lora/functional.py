@@ -106,6 +106,7 @@ __all__ = [
     "lora_backward",
     "lora_forward_reference",
     "lora_merge_delta",
+    "as_frozen_weight",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -205,9 +206,20 @@ def _check_slices(op: str, slices, d_out: int) -> tuple[tuple[int, int], ...] | 
     return pairs
 
 
+def as_frozen_weight(W0):
+    """W0 as an ndarray, or unchanged when it is a frozen-weight operator.
+
+    An operator (e.g. `minilora.quant.NF4Weight`, a 4-bit weight) opts out of NumPy's ufuncs with
+    `__array_ufunc__ = None`, so NumPy hands `X @ W0.T` and `G @ W0` to its own `__rmatmul__`; it has
+    `shape`, `ndim` and `dtype`. The pass below only ever multiplies by W0, so it runs unchanged.
+    """
+    return W0 if getattr(type(W0), "__array_ufunc__", False) is None else np.asarray(W0)
+
+
 def _validate(x, W0, b, A, B, scaling, dropout_mask, keep_prob, slices, op="lora_forward"):
     """Check every argument; return arrays and normalised constants. Raises TypeError/ValueError."""
-    x, W0, A, B = (np.asarray(a) for a in (x, W0, A, B))
+    x, A, B = (np.asarray(a) for a in (x, A, B))
+    W0 = as_frozen_weight(W0)
     b = None if b is None else np.asarray(b)
     mask = None if dropout_mask is None else np.asarray(dropout_mask)
     mask_float = mask if (mask is not None and mask.dtype.kind == "f") else None

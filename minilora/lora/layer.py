@@ -80,7 +80,7 @@ class LoRAFunction(Function):
 
 
 def _arr(t):
-    return t.data if isinstance(t, Tensor) else (None if t is None else np.asarray(t))
+    return t.data if isinstance(t, Tensor) else (None if t is None else functional.as_frozen_weight(t))
 
 
 def lora_linear(x: Tensor, W0: np.ndarray | Tensor, b: Tensor | np.ndarray | None, A: Tensor, B: Tensor,
@@ -297,7 +297,7 @@ class LoRALinear(Module):
             if not self.adapter_enabled:
                 raise RuntimeError("LoRALinear: adapter disabled while merged; unmerge() first")
             if (self.training and is_grad_enabled()
-                    and (self.lora_A.weight.requires_grad or self.lora_B.weight.requires_grad)):
+                    and any(self.get_parameter(k).requires_grad for k in self.variant.adapter_keys)):
                 raise RuntimeError("LoRALinear: training a merged layer would give lora_A/lora_B no "
                                    "gradient; call unmerge() first (or eval() / no_grad() to evaluate)")
             return ops.linear(x, self.weight, self.bias)
@@ -307,9 +307,10 @@ class LoRALinear(Module):
             raise RuntimeError("LoRALinear: the frozen weight has requires_grad=True, but LoRA never "
                                "computes dL/dW0; freeze it (mark_only_lora_as_trainable) or merge_and_unload "
                                "for full fine-tuning")
-        A, B = self.lora_A.weight, self.lora_B.weight
-        if self.training and is_grad_enabled() and A.requires_grad and B.requires_grad \
-                and not A.data.any() and not B.data.any():
+        A, B = getattr(self, "lora_A", None), getattr(self, "lora_B", None)     # VeRA has neither
+        if A is not None and B is not None and self.training and is_grad_enabled() \
+                and A.weight.requires_grad and B.weight.requires_grad \
+                and not A.weight.data.any() and not B.weight.data.any():
             raise ValueError("LoRALinear: lora_A and lora_B are both zero: a saddle point where both "
                              "gradients vanish forever (dA = s·(GB)ᵀX̃ = 0, dB = s·Gᵀ(X̃Aᵀ) = 0); "
                              "initialise one factor randomly")

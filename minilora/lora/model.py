@@ -44,6 +44,7 @@ from ..nn.layers import Linear
 from ..nn.module import Module, Parameter
 from . import adapter_io
 from .adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+from .adapters import DEFAULT_ADAPTER, NamedAdaptersMixin
 from .config import BIAS_MODES, LoraConfig
 from .layer import LoRALinear
 
@@ -197,12 +198,14 @@ def base_state_dict(model: Module) -> OrderedDict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- the wrapper
 
-class LoraModel(Module):
+class LoraModel(NamedAdaptersMixin, Module):
     """A GPT with LoRA layers injected (in place), frozen except for the adapters.
 
     Args:
         model: the GPT (any Module with Linear layers and a `forward`). It is modified in place.
         config: LoraConfig.
+        adapter_name: the name of this first adapter ("default", as in PEFT); more adapters with
+            `add_adapter`, `set_adapter`, `delete_adapter`, `add_weighted_adapter` (lora/adapters.py).
     Attributes:
         base_model: the wrapped model. peft_config: the LoraConfig. base_fingerprint: io.fingerprint
         of the non-LoRA parameters taken at construction. lora_module_names: the adapted modules.
@@ -210,13 +213,19 @@ class LoraModel(Module):
     Names are the wrapped model's own (no prefix): see the module docstring.
     """
 
-    def __init__(self, model: Module, config: LoraConfig):
+    def __init__(self, model: Module, config: LoraConfig, adapter_name: str = DEFAULT_ADAPTER):
         super().__init__()
+        if adapter_name != DEFAULT_ADAPTER:
+            from .adapters import _check_name
+
+            object.__setattr__(self, "_active_adapter", _check_name(adapter_name))
         if not isinstance(model, Module):
             raise TypeError(f"LoraModel: model must be a minilora Module, got {type(model).__name__}")
         self.base_model = model
         self.peft_config = config
         self.lora_module_names = inject_lora(model, config)
+        for variant in dict.fromkeys(m.variant for _, m in self.lora_layers()):
+            variant.prepare_model(self)                  # e.g. VeRA's shared projections
         mark_only_lora_as_trainable(model, config.bias)
         self.base_fingerprint = mio.fingerprint(base_state_dict(model))
         self.train(model.training)
@@ -246,9 +255,16 @@ class LoraModel(Module):
         """The wrapped model's generator (dropout, LoRA dropout)."""
         return self.base_model.rng
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Delegates to the wrapped model: `logits, loss = model(idx, targets=None)`."""
-        return self.base_model(*args, **kwargs)
+    def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """Delegates to the wrapped model: `logits, loss = model(idx, targets=None)`.
+
+        adapter_names: one adapter name per batch row (a mixed-adapter batch, inference only:
+        `NamedAdaptersMixin.mixed_batch`), or None for the active adapter.
+        """
+        if adapter_names is None:
+            return self.base_model(*args, **kwargs)
+        with self.mixed_batch(adapter_names):
+            return self.base_model(*args, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> np.ndarray:
         """Delegates to the wrapped model's generate."""
@@ -341,31 +357,44 @@ class LoraModel(Module):
             _replace(self.base_model, name, Linear.from_parameters(m.weight, m.bias))
         self.base_model.requires_grad_(True)
         self.base_model.train(self.training)
+        self.__dict__.pop("_adapter_slots", None)       # other named adapters go too (their W0 is gone)
         return self.base_model
 
     # ---- adapter files (lora/adapter_io.py) -------------------------------------------------
     def save_adapter(self, path: str | PathLike) -> None:
-        """Write this model's adapter to the directory `path`: see `adapter_io.save_adapter`."""
-        adapter_io.save_adapter(self, path)
+        """Write this model's adapter to the directory `path`: see `adapter_io.save_adapter`.
 
-    def load_adapter(self, path: str | PathLike) -> None:
+        With several named adapters (or one not named "default"): "default" at `path`, each other
+        adapter in `path/<name>` (PEFT's layout; lora/adapters.py)."""
+        if len(self._slots()) > 1 or self.active_adapter != DEFAULT_ADAPTER:
+            self._save_all(path)
+        else:
+            adapter_io.save_adapter(self, path)
+
+    def load_adapter(self, path: str | PathLike, adapter_name: str | None = None) -> None:
         """Load an adapter written by `save_adapter` into this model, bit for bit: see
-        `adapter_io.load_adapter` (its errors and warnings)."""
-        adapter_io.load_adapter(self, path)
+        `adapter_io.load_adapter` (its errors and warnings). adapter_name: load it as that named
+        adapter instead of the active one (created from the file's config if absent)."""
+        if adapter_name is not None and adapter_name != self.active_adapter:
+            self._load_named(path, adapter_name)
+        else:
+            adapter_io.load_adapter(self, path)
 
     def extra_repr(self) -> str:
         cfg = self.peft_config
         return f"r={cfg.r}, lora_alpha={cfg.lora_alpha:g}, targets={len(self.lora_module_names)}"
 
 
-def get_peft_model(model: Module, config: LoraConfig) -> LoraModel:
-    """Inject LoRA into `model` (in place) per `config` and wrap it: returns a LoraModel."""
-    return LoraModel(model, config)
+def get_peft_model(model: Module, config: LoraConfig, adapter_name: str = DEFAULT_ADAPTER) -> LoraModel:
+    """Inject LoRA into `model` (in place) per `config` and wrap it: returns a LoraModel whose
+    adapter is named `adapter_name`."""
+    return LoraModel(model, config, adapter_name)
 
 
-def load_lora_model(base_model: Module, path: str | PathLike) -> LoraModel:
-    """`get_peft_model(base_model, config from path)` then `load_adapter(path)`: a ready LoraModel."""
+def load_lora_model(base_model: Module, path: str | PathLike, adapter_name: str = DEFAULT_ADAPTER) -> LoraModel:
+    """`get_peft_model(base_model, config from path)` then `load_adapter(path)`: a ready LoraModel
+    (its adapter named `adapter_name`; more with `model.load_adapter(path2, adapter_name=...)`)."""
     config, _, _ = adapter_io.read_adapter(path)
-    model = LoraModel(base_model, config)
+    model = LoraModel(base_model, config, adapter_name)
     model.load_adapter(path)
     return model

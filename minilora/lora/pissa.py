@@ -55,6 +55,7 @@ import numpy as np
 from .. import io as mio
 from .. import ops
 from ..tensor import Tensor
+from .dora import _need_float_base
 from .functional import lora_groups, lora_merge_delta
 from .layer import LoRALinear, lora_linear
 from .variant import LoraVariant
@@ -197,6 +198,7 @@ class ResidualLoRA(LoraVariant):
     @classmethod
     def forward(cls, layer: LoRALinear, x: Tensor, mask: np.ndarray | None, keep_prob: float) -> Tensor:
         """y = x W0ᵀ + b + s·x̃ (B A − B₀A₀)ᵀ: the fused LoRA op on the stacked rank-2r factors."""
+        _need_float_base(layer, "PiSSA/OLoRA")
         A, B = _stacked(layer, layer.lora_A.weight, layer.lora_B.weight)
         return lora_linear(x, layer.weight.data, layer.bias, A, B, layer.scaling, mask, keep_prob, layer.slices)
 

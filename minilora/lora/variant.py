@@ -12,6 +12,10 @@ receives the `LoRALinear` it serves:
     merge(layer) / unmerge(layer)       W <- W0 + ΔW and back
     adapter_keys                        the layer-local names of the adapter parameters: what
                                         trains, what `save_adapter` writes
+    prepare_model / model_tensors /     optional, for state shared across the layers of a model
+    load_model_tensors                  (VeRA's frozen random projections): set it up once the
+                                        LoraModel exists, name what the adapter file stores, take
+                                        it back on load (plain LoRA: nothing)
 
 `LoRALinear` keeps everything the variants share: the frozen base, the options (checked by
 `LoraConfig`), the scaling (`functional.lora_scaling`), dropout masks, the merged / disabled states
@@ -79,6 +83,8 @@ def init_random(layer: LoRALinear, shape_A: tuple[int, int],
 
 
 LORA_INITS: dict[Any, Callable | str] = {True: init_kaiming_uniform, False: init_random, "gaussian": init_gaussian}
+# LoftQ (arXiv:2310.08659): A, B from the SVD of W - nf4(W); quantizes the layer's base (minilora/quant).
+LORA_INITS["loftq"] = "minilora.quant.loftq:init_loftq"
 # starts taken from W0 (they leave a residual: variant "residual", lora/pissa.py); "pissa_niter_K" is parsed
 LORA_INITS.update(pissa="minilora.lora.pissa:init_pissa", olora="minilora.lora.pissa:init_olora")
 
@@ -158,8 +164,24 @@ class LoraVariant:
         """W <- W - ΔW, the same ΔW again (no pristine copy of W0 is kept: see layer.py)."""
         layer.weight.data = layer.weight.data - cls.delta_weight(layer)   # (d_out, d_in)
 
+    # ---- model-level state (VeRA's shared projections); plain LoRA has none --------------------
+    @classmethod
+    def prepare_model(cls, model: Any) -> None:
+        """Called by `LoraModel` once its layers exist (and by `add_adapter`): set up what the layers
+        of this variant share across the model. Plain LoRA: nothing."""
 
-VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant}
+    @classmethod
+    def model_tensors(cls, model: Any) -> dict[str, np.ndarray]:
+        """Model-level tensors the adapter file stores besides each layer's `adapter_keys`
+        (VeRA: vera_A, vera_B). Plain LoRA: none."""
+        return {}
+
+    @classmethod
+    def load_model_tensors(cls, model: Any, tensors: dict[str, np.ndarray]) -> None:
+        """Take the model-level tensors back from a file (keys as `model_tensors`). Plain LoRA: nothing."""
+
+
+VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant, "vera": "minilora.lora.vera:Vera"}
 VARIANTS.update(dora="minilora.lora.dora:DoRA", dora_exact="minilora.lora.dora:DoRAExact",
                 residual="minilora.lora.pissa:ResidualLoRA")
 
