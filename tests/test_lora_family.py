@@ -479,3 +479,25 @@ def test_a_quantized_base_is_refused_by_name():
             finetune(GPT(CFG), None, "lora", LoraConfig(r=2, **kw), quantize="nf4")
     with pytest.raises(ValueError, match="DoRA with init_lora_weights='loftq' is not supported"):
         LoRALinear(Linear(64, 64), 2, 4, variant="dora", init_lora_weights="loftq")
+
+
+def test_family_variants_as_named_adapters_and_in_a_mixed_batch():
+    """Each adapter is its own layer on the same W0 (lora/adapters.py): PiSSA's start is computed from the
+    untouched W0, so it coexists with other adapters; a mixed batch equals each row run alone."""
+    base = GPT(CFG, dtype=np.float64)
+    before = _logits(base)
+    model = get_peft_model(base, LoraConfig(r=2, init_lora_weights=False))
+    model.add_adapter("pissa", LoraConfig(r=2, lora_alpha=4, init_lora_weights="pissa"))
+    model.add_adapter("dora", LoraConfig(r=2, use_dora=True, init_lora_weights=False))
+    alone = {}
+    for name in ("default", "pissa", "dora"):
+        model.set_adapter(name)
+        _perturb(model, seed=len(name))
+        alone[name] = _logits(model)
+    model.eval()
+    with no_grad():
+        mixed = model(IDX, adapter_names=["pissa", "dora"])[0].data
+        base_rows = model(IDX, adapter_names=["__base__", "default"])[0].data
+    np.testing.assert_allclose(mixed[0], alone["pissa"][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mixed[1], alone["dora"][1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(base_rows[0], before[0], rtol=1e-12, atol=1e-12)
