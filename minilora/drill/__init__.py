@@ -32,6 +32,7 @@ LESSON_TOPICS: dict[int, tuple[str, ...]] = {
     7: ("rank",),
     8: ("merge", "latency", "nf4"),
     9: ("scaling", "nf4", "optimizer", "latency"),
+    10: ("params", "init", "optimizer"),
 }
 
 
