@@ -501,3 +501,14 @@ def test_family_variants_as_named_adapters_and_in_a_mixed_batch():
     np.testing.assert_allclose(mixed[0], alone["pissa"][0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mixed[1], alone["dora"][1], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(base_rows[0], before[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [dict(variant="dora"), dict(init_lora_weights="pissa")])
+def test_rank_tools_refuse_a_variant_whose_delta_is_not_BA(kw):
+    from minilora import rank as R
+
+    lay = LoRALinear(Linear(6, 5, dtype=np.float64, rng=0), 2, 4, rng=0, **kw)
+    for fn in (R.lora_factors, R.delta_weight, R.lora_svd):
+        with pytest.raises(ValueError, match=r"variant is '(dora|residual)'.*layer.delta_weight\(\)"):
+            fn(lay)
+    assert R.singular_values(lay.delta_weight()).shape == (5,)
