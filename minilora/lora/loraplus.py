@@ -40,8 +40,8 @@ def loraplus_param_groups(model: Module, lr: float, loraplus_lr_ratio: float = L
 
     Args: model (a LoraModel, or any Module: its parameters with requires_grad); lr (float > 0): A's
         learning rate; loraplus_lr_ratio λ (float > 0, default 16): B's lr is λ·lr; weight_decay >= 0.
-    Returns: list of dicts {"params", "lr", "weight_decay", "name"-less}, empty groups left out, in the
-        order A, B, B_no_decay.
+    Returns: list of dicts {"params", "lr", "weight_decay"} in the order A, B, B_no_decay (empty
+        groups left out), ready for `AdamW(groups, lr=lr)`.
     Raises: ValueError for a non-positive lr or ratio, or a model with no trainable lora_B.
     """
     lr = _check_positive("lr", lr)
