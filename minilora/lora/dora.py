@@ -6,8 +6,9 @@ and a direction and trains both, the direction through LoRA:
     W' = m ⊙ V / ‖V‖_row,      V = W0 + s·B A,      m ∈ R^{d_out} trainable, m₀ = ‖W0 + s·B₀A₀‖_row
 
 The norm is taken per OUTPUT feature, one per row of the (d_out, d_in) weight (PEFT's layout,
-`DoraLinearLayer.get_weight_norm`: `torch.linalg.norm(W + s·BA, dim=1)`; the paper writes ‖·‖_c over
-the columns of its (d_in, d_out) matrix: the same numbers). m is PEFT's `lora_magnitude_vector`
+`DoraLinearLayer.get_weight_norm`: `torch.linalg.norm(W + s·BA, dim=1)`; the paper writes ‖·‖_c, a
+norm per column of its weight matrix, and the magnitude it trains has one entry per output feature,
+as here). m is PEFT's `lora_magnitude_vector`
 (that is its key in the adapter file). With B₀ = 0, m₀ = ‖W0‖_row and W' = W0 bit for bit: a fresh
 DoRA layer IS the base layer (c = m/‖V‖ is exactly 1.0 because m₀ and ‖V‖ are the same computation).
 
