@@ -358,6 +358,8 @@ def add_finetune_arguments(p):
     from .lora.options import add_lora_family_arguments
     from .quant.options import add_qlora_arguments
     add_lora_family_arguments(p)
+    p.add_argument("--init-r", type=positive_int, default=12, help="AdaLoRA: starting rank per matrix (default 12)")
+    p.add_argument("--target-r", type=positive_int, default=4, help="AdaLoRA: average final rank (default 4)")
     add_qlora_arguments(p)
     p.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak lr (default 1e-2 for LoRA, 1e-3 for --full)")
@@ -415,7 +417,7 @@ def run_finetune(args):
     if not has_checkpoint(args.base):
         raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`)")
     method = "full" if args.full else "lora"
-    out = args.out or f"runs/finetune-{method}"
+    out = args.out or f"runs/finetune-{'adalora' if args.variant == 'adalora' and not args.full else method}"
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out!r} is a file, not a directory")
     problem = _finetune_out_problem(out, args.base, args.overwrite)
@@ -427,7 +429,8 @@ def run_finetune(args):
                         "--use-rslora, --target-modules, --target-regex, --variant) do not apply")
     if msg := lora_family_usage_error(args):
         raise UserError(msg)
-    if msg := qlora_usage_error(args):
+    if msg := qlora_usage_error(args) or (args.variant == "adalora" and args.quantize
+                                          and "--variant adalora trains a float base: drop --quantize"):
         raise UserError(msg)
     base = load_model(args.base)
     ds = TokenDataset(load_corpus(args.corpus))
@@ -447,6 +450,12 @@ def run_finetune(args):
         raise UserError(str(e)) from None
     where = os.path.join(out, "adapter") if method == "lora" else out
     ensure_writable_dir(where, "--out")
+    if args.variant == "adalora":  # AdaLoRA and a plain LoRA of rank init_r, compared (experiments/adalora_ranks)
+        from .experiments.adalora_ranks import finetune_cli
+        try:
+            return finetune_cli(args, base, ds, out, lr)
+        except FloatingPointError as e:
+            raise _diverged(e, lr) from None
     T = base.config.block_size
     val = ds.fixed_batches("val", args.eval_batches, args.batch_size, T, seed=args.seed)
     before = evaluate(base, val)

@@ -60,7 +60,7 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
              cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0, quantize: str | None = None,
-             double_quant: bool = True, loraplus_lr_ratio: float | None = None) -> FinetuneResult:
+             double_quant: bool = True, callbacks=(), loraplus_lr_ratio: float | None = None) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
 
     Args:
@@ -77,6 +77,9 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
             4-bit NF4 after injection (`minilora.quant.quantize_model`); the memory of the base is
             measured into `result.extra["base_memory"]` (`quant.base_memory`). LoRA only.
         double_quant: with quantize, also quantize the block constants (QLoRA's default).
+        callbacks: extra `train` callbacks (on_step_end(step, model)); the LoRA model's own
+            (`LoraModel.training_callbacks()`, e.g. AdaLoRA's rank allocation) run first. An
+            AdaLoraConfig without total_step gets cfg.max_steps.
         loraplus_lr_ratio: None, or LoRA+'s λ (arXiv:2402.12354): lora_B (and 1-D adapter parameters)
             train with λ·lr, the rest with lr (`lora.loraplus.loraplus_param_groups`); LoRA only.
     Returns:
@@ -95,8 +98,12 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         raise ValueError(f"finetune: variant {lora_config.variant!r} (DoRA, PiSSA/OLoRA) needs the float base "
                          "weight; a 4-bit (quantize='nf4') base is not supported with it")
     extra = {}
+    callbacks = list(callbacks)
     if method == "lora":
+        if getattr(lora_config, "total_step", 0) is None:
+            lora_config = lora_config.replace(total_step=cfg.max_steps)
         model = get_peft_model(model, lora_config)
+        callbacks = model.training_callbacks() + callbacks
     if quantize is not None:
         from .quant import base_memory, quantize_model
         extra["quantized"] = quantize_model(model, double_quant=double_quant)
@@ -108,7 +115,7 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         opt = create_loraplus_optimizer(model, cfg.lr, loraplus_lr_ratio, cfg.weight_decay)
     else:
         opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log)
+    history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log, callbacks=callbacks)
     return FinetuneResult(method=method, model=model, history=history,
                           trainable_params=int(sum(p.size for p in params)),
                           all_params=int(sum(p.size for p in model.parameters())),

@@ -31,6 +31,7 @@ __all__ = [
     "plot_loss_vs_rank",
     "plot_loss_curves",
     "plot_lines",
+    "plot_rank_allocation",
 ]
 
 
@@ -266,4 +267,38 @@ def plot_lines(series, path, title, xlabel, ylabel, logx=False, logy=False, hlin
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    return _save_atomic(fig, path)
+
+
+def plot_rank_allocation(kept, path, compare=None, title="Rank kept per layer (AdaLoRA)",
+                         compare_label="effective rank of a plain LoRA ΔW") -> str:
+    """Grouped bars of the rank each adapted matrix kept, with optional markers to compare against.
+
+    Args: ``kept`` non-empty dict group label (e.g. "q", "v") -> dict layer label -> kept rank
+    (every group with the same layers, in plot order); ``compare`` None or the same shape with
+    floats (e.g. :func:`minilora.rank.effective_rank` of a plain LoRA ΔW), drawn as black markers
+    on the bars; ``path`` output PNG.
+    Returns: ``path`` as str. Raises: ValueError for an empty dict or groups whose layers differ.
+    """
+    fn = "plot_rank_allocation"
+    _check_mapping(kept, "kept", fn)
+    layers = list(next(iter(kept.values())))
+    for g, row in [*kept.items(), *(compare or {}).items()]:
+        if list(row) != layers:
+            raise ValueError(f"{fn}: group {g!r} has layers {list(row)}, expected {layers}")
+    fig, (ax,) = _new_figure(width=max(6.0, 0.9 * len(layers) * len(kept)))
+    x = np.arange(len(layers), dtype=float)
+    width = 0.8 / len(kept)
+    for i, (g, row) in enumerate(kept.items()):
+        pos = x + (i - (len(kept) - 1) / 2) * width
+        ax.bar(pos, [row[k] for k in layers], width=width, label=f"{g}: rank kept")
+        if compare and g in compare:
+            ax.plot(pos, [compare[g][k] for k in layers], "k_", markersize=14, markeredgewidth=2,
+                    label=compare_label if i == 0 else None)
+    ax.set_xticks(x, layers)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("rank")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize="small")
     return _save_atomic(fig, path)

@@ -171,7 +171,8 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
     (the grouped LoRA of a fused q,k,v projection, as loralib's ``MergedLinear``).
 
     Returns: a list of g tuples ``(slice(start, stop), A_i (r, d_in), B_i (stop-start, r),
-    scaling)``; A_i and B_i are views of the layer's arrays (do not write to them), in their dtype.
+    scaling)``; A_i and B_i are views of the layer's arrays (do not write to them), in their dtype;
+    for an AdaLoRA layer (a ``.lora_E.weight`` (g*r, 1) of singular values λ) A_i is diag(λ_i) Q_i, a copy.
     The update of group i is ``scaling * B_i @ A_i`` placed in rows ``start:stop`` of ΔW
     (LoRA §4.1, Eq. 3).
 
@@ -186,10 +187,10 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
 def _layer_arrays(layer, fn: str):
     """(A (g*r, d_in), B (W, r) in one float dtype, scaling, r, slices, d_out), checked as documented
     in :func:`lora_factors`."""
-    variant = getattr(getattr(layer, "variant", None), "name", "lora")
-    if variant != "lora":       # DoRA, PiSSA/OLoRA, ...: ΔW is not s·B·A of the trained factors
-        raise ValueError(f"{fn}: the layer's LoRA variant is {variant!r}, whose ΔW is not s·B·A of its factors; "
-                         "take layer.delta_weight() (its ΔW relative to W0) and rank.singular_values of it")
+    variant = getattr(layer, "variant", None)
+    if not getattr(variant, "delta_is_BA", True):       # DoRA, PiSSA/OLoRA: ΔW is not s·B·A of the factors
+        raise ValueError(f"{fn}: the layer's LoRA variant is {variant.name!r}, whose ΔW is not s·B·A of its "
+                         "factors; take layer.delta_weight() (its ΔW relative to W0) and rank.singular_values of it")
     A = _as_matrix(_data(layer, "lora_A.weight.data", fn), "lora_A.weight", fn)  # (g*r, d_in)
     B = _as_matrix(_data(layer, "lora_B.weight.data", fn), "lora_B.weight", fn)  # (sum w, r)
     W0 = np.asarray(_data(layer, "base.weight.data", fn))  # (d_out, d_in)
@@ -218,6 +219,9 @@ def _layer_arrays(layer, fn: str):
             f"{fn}: lora_B.weight has shape {B.shape}, expected (sum of slice widths, r) = "
             f"({width}, {r}) for slices {slices}"
         )
+    E = getattr(getattr(layer, "lora_E", None), "weight", None)
+    if E is not None:  # AdaLoRA (lora/adalora.py): ΔW = s · P diag(λ) Q, so Λ folds into Q's rows
+        A = A * _as_matrix(E.data, "lora_E.weight", fn).reshape(-1, 1)
     dtype = np.result_type(A, B)
     return A.astype(dtype, copy=False), B.astype(dtype, copy=False), scaling, r, slices, d_out
 

@@ -207,7 +207,7 @@ def _empty_history():
 
 
 def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume=False, log=print,
-          val_batches=None, corpus: dict | None = None) -> dict:
+          val_batches=None, corpus: dict | None = None, callbacks=()) -> dict:
     """Train `model` on `dataset` for `cfg.max_steps` updates (see the module docstring).
 
     Args:
@@ -226,6 +226,10 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
         corpus: JSON-able record of the training data (minilora.checkpoint.corpus_record: name, sha256,
             bytes), written into every checkpoint's train_state["corpus"]. With resume=True, a
             checkpoint that records a corpus with another sha256 is refused.
+        callbacks: objects with an `on_step_end(step, model)` method, called in order after each
+            optimizer step (step = 1, 2, ... the update just applied), while the parameters still
+            hold their gradients (zero_grad comes after). AdaLoRA's rank allocator uses it
+            (`LoraModel.training_callbacks()`); a callback may change parameters in place.
     Returns:
         history dict: "step", "train_loss" (every step), "lr", "val_step", "val_loss" (at eval
         points), "tokens_per_s" and "ms_per_step" (median step time of this session),
@@ -249,6 +253,10 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train: the model has no parameter with requires_grad=True")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(getattr(cb, "on_step_end", None)):
+            raise TypeError(f"train: callback {cb!r} has no on_step_end(step, model) method")
     if optimizer is None:
         optimizer = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -311,8 +319,10 @@ def train(model, dataset, cfg: TrainConfig, optimizer=None, out_dir=None, resume
             if cfg.grad_clip:
                 clip_grad_norm(params, cfg.grad_clip)
             optimizer.step()
-            optimizer.zero_grad()
             step += 1
+            for cb in callbacks:
+                cb.on_step_end(step, model)
+            optimizer.zero_grad()
             lv = float(loss.item())
             times.append(time.perf_counter() - t0)
             if not math.isfinite(lv):

@@ -32,7 +32,12 @@ LESSON_TOPICS: dict[int, tuple[str, ...]] = {
     7: ("rank",),
     8: ("merge", "latency", "nf4"),
     9: ("scaling", "nf4", "optimizer", "latency"),
-    10: ("params", "init", "optimizer"),
+    10: ("scaling", "params", "init"),
+    11: ("params", "latency", "merge"),
+    12: ("nf4", "optimizer", "checkpoint"),
+    13: ("rank", "params"),
+    14: ("latency", "params", "optimizer"),
+    15: ("params", "checkpoint", "kv_cache"),
 }
 
 

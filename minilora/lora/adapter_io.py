@@ -39,7 +39,8 @@ __all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "adapter_tensors", "sa
            "load_adapter"]
 
 # peft_type -> config class ("module:attr" strings are imported on first use, as in variant.py)
-CONFIG_TYPES: dict[str, Any] = {"LORA": LoraConfig, "VERA": "minilora.lora.vera:VeraConfig"}
+CONFIG_TYPES: dict[str, Any] = {"LORA": LoraConfig, "VERA": "minilora.lora.vera:VeraConfig",
+                                "ADALORA": "minilora.lora.adalora:AdaLoraConfig"}
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.npz"

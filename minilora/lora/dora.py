@@ -286,6 +286,7 @@ class DoRA(LoraVariant):
 
     name = "dora"
     norm_grad = "constant"
+    delta_is_BA = False            # the rank tools (rank.py) must not read s·B·A as this layer's ΔW
     adapter_keys = ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector")
 
     @classmethod

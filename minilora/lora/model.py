@@ -297,6 +297,10 @@ class LoraModel(NamedAdaptersMixin, Module):
         """True if any LoRA layer is merged."""
         return any(m.merged for _, m in self.lora_layers())
 
+    def training_callbacks(self) -> list:
+        """Objects for `train(..., callbacks=)` that this model needs each step (none for plain LoRA)."""
+        return []
+
     def trainable_parameters(self) -> list[Parameter]:
         """The Parameters with requires_grad (what the optimizer should update)."""
         return [p for p in self.parameters() if p.requires_grad]
@@ -386,15 +390,18 @@ class LoraModel(NamedAdaptersMixin, Module):
 
 
 def get_peft_model(model: Module, config: LoraConfig, adapter_name: str = DEFAULT_ADAPTER) -> LoraModel:
-    """Inject LoRA into `model` (in place) per `config` and wrap it: returns a LoraModel whose
-    adapter is named `adapter_name`."""
-    return LoraModel(model, config, adapter_name)
+    """Inject LoRA into `model` (in place) per `config` and wrap it: returns a LoraModel (or the
+    subclass the config's variant names, e.g. AdaLoraModel: `variant.peft_model_class`) whose adapter
+    is named `adapter_name`."""
+    from .variant import peft_model_class  # variant.py imports the layer, which imports config
+
+    return peft_model_class(config.variant)(model, config, adapter_name)
 
 
 def load_lora_model(base_model: Module, path: str | PathLike, adapter_name: str = DEFAULT_ADAPTER) -> LoraModel:
     """`get_peft_model(base_model, config from path)` then `load_adapter(path)`: a ready LoraModel
     (its adapter named `adapter_name`; more with `model.load_adapter(path2, adapter_name=...)`)."""
     config, _, _ = adapter_io.read_adapter(path)
-    model = LoraModel(base_model, config, adapter_name)
+    model = get_peft_model(base_model, config, adapter_name)
     model.load_adapter(path)
     return model

@@ -184,6 +184,7 @@ class ResidualLoRA(LoraVariant):
     """
 
     name = "residual"
+    delta_is_BA = False            # ΔW = s·(B A − B₀A₀): the rank tools must not read s·B·A as ΔW
 
     @classmethod
     def init(cls, layer: LoRALinear, init_lora_weights: bool | str) -> None:

@@ -50,7 +50,7 @@ from ..tensor import Tensor
 from .functional import lora_merge_delta
 from .layer import LoRAFactor, LoRALinear, lora_linear
 
-__all__ = ["LoraVariant", "VARIANTS", "LORA_INITS", "get_variant", "get_init", "is_known_init",
+__all__ = ["LoraVariant", "VARIANTS", "LORA_INITS", "get_variant", "peft_model_class", "get_init", "is_known_init",
            "init_kaiming_uniform", "init_gaussian", "init_random"]
 
 
@@ -131,6 +131,9 @@ class LoraVariant:
 
     name = "lora"
     adapter_keys: tuple[str, ...] = ("lora_A.weight", "lora_B.weight")
+    # what `get_peft_model` builds for this variant ("module:attribute", or None: LoraModel); AdaLoRA
+    # needs its own (a loss term and a rank allocator)
+    model_class: str | None = None
 
     @classmethod
     def init(cls, layer: LoRALinear, init_lora_weights: bool | str) -> None:
@@ -181,9 +184,18 @@ class LoraVariant:
         """Take the model-level tensors back from a file (keys as `model_tensors`). Plain LoRA: nothing."""
 
 
-VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant, "vera": "minilora.lora.vera:Vera"}
+VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant, "vera": "minilora.lora.vera:Vera",
+                                                 "adalora": "minilora.lora.adalora:AdaLoraVariant"}
 VARIANTS.update(dora="minilora.lora.dora:DoRA", dora_exact="minilora.lora.dora:DoRAExact",
                 residual="minilora.lora.pissa:ResidualLoRA")
+
+
+def peft_model_class(name: str) -> type:
+    """The model class `get_peft_model` builds for the variant `name`: LoraModel unless it names its own."""
+    from .model import LoraModel  # model.py imports layer.py, which imports this module lazily
+
+    v = get_variant(name)
+    return _resolve(v.model_class) if v.model_class else LoraModel
 
 
 def get_variant(name: str) -> type[LoraVariant]:
