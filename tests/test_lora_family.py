@@ -429,6 +429,8 @@ def test_finetune_cli_trains_each_variant(tmp_path, capsys):
     assert "--use-dora" in capsys.readouterr().err
     assert main(common + ["--use-dora", "--init-lora-weights", "pissa"]) == 2
     assert "use_dora" in capsys.readouterr().err
+    assert main(common + ["--variant", "vera", "--use-dora"]) == 2
+    assert "--variant vera has its own parameters" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the exercises (catalog/family.py)
