@@ -118,7 +118,10 @@ def add_pretrain_arguments(p):
                    help="progress line every N steps (default steps/24)")
     p.add_argument("--seed", type=nonneg_int, default=None, help=f"random seed (default {d['seed']})")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="parameter dtype (default float32)")
-    p.add_argument("--resume", action="store_true",
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--base", default=None, help="start from a Hugging Face GPT-2 folder (config.json + model."
+                   "safetensors [+ vocab.json, merges.txt]): its config sets the sizes, its BPE the tokens")
+    g.add_argument("--resume", action="store_true",
                    help="continue the run in --out: model, schedule and corpus come from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a checkpoint already in --out (without it, an existing checkpoint is refused)")
@@ -185,8 +188,9 @@ def run_pretrain(args):
         UserError: an existing checkpoint without --resume/--overwrite, a contradicting setting with
             --resume, an --out that cannot be written, a diverged run (exit 2 via main)."""
     from . import perf
+    from .bases import dataset_for, load_base
     from .checkpoint import corpus_record, has_checkpoint, load_checkpoint
-    from .data import TokenDataset, load_corpus, unigram_loss
+    from .data import load_corpus, unigram_loss
     from .io import ensure_writable_dir
     from .nn.gpt import GPT, GPTConfig
     from .sampling import generate_text
@@ -202,6 +206,7 @@ def run_pretrain(args):
     if args.resume and args.overwrite:
         raise UserError("--resume continues the checkpoint in --out and --overwrite replaces it: choose one")
     ensure_writable_dir(args.out, "--out")
+    start, tok = None, None
     try:
         if args.resume:
             gcfg, cfg, dtype, text, record = _resumed_settings(args, load_checkpoint(args.out))
@@ -210,8 +215,10 @@ def run_pretrain(args):
             text = load_corpus(a["corpus"])
             record = corpus_record(a["corpus"], text)
             dtype = _dtype(a["dtype"])
-            gcfg = GPTConfig(block_size=a["block_size"], n_layer=a["n_layer"], n_head=a["n_head"],
-                             n_embd=a["n_embd"], dropout=a["dropout"])
+            if args.base:  # a Hugging Face GPT-2 folder: its weights, config and tokenizer
+                start, tok = load_base(args.base, dtype, args.dropout)
+            gcfg = start.config if start else GPTConfig(block_size=a["block_size"], n_layer=a["n_layer"],
+                                                        n_head=a["n_head"], n_embd=a["n_embd"], dropout=a["dropout"])
             cfg = TrainConfig(max_steps=a["steps"], batch_size=a["batch_size"], lr=a["lr"], min_lr=a["min_lr"],
                               warmup_steps=a["warmup_steps"], weight_decay=a["weight_decay"],
                               eval_interval=a["eval_interval"] or max(1, a["steps"] // 10),
@@ -220,8 +227,8 @@ def run_pretrain(args):
                               block_size=a["block_size"])
     except (TypeError, ValueError, KeyError) as e:
         raise UserError(str(e)) from None
-    ds = TokenDataset(text)
-    model = GPT(gcfg, dtype=dtype, seed=cfg.seed)
+    ds = dataset_for(text, tok, gcfg.vocab_size)
+    model = start or GPT(gcfg, dtype=dtype, seed=cfg.seed)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     if has_ckpt and not args.resume:
         log(f"note: replacing the checkpoint in {args.out} (--overwrite)")
@@ -230,17 +237,18 @@ def run_pretrain(args):
     except FloatingPointError as e:
         raise _diverged(e, cfg.lr) from None
 
-    base = unigram_loss(ds.val, reference_tokens=ds.train)
+    V = gcfg.vocab_size
+    base = unigram_loss(ds.val, reference_tokens=ds.train, vocab_size=V)
     final = hist["final"] or {}
     val = final.get("val_loss")
-    print(f"validation loss {val:.3f} nats/token vs unigram baseline {base:.3f} (uniform ln 256 = 5.545)"
+    print(f"validation loss {val:.3f} nats/token vs unigram baseline {base:.3f} (uniform ln {V} = {np.log(V):.3f})"
           if val is not None else f"no validation split; unigram baseline {base:.3f}")
     if hist.get("ms_per_step"):
         print(f"{hist['ms_per_step']:.0f} ms/step (median), {hist['tokens_per_s'] / 1e3:.1f}k tokens/s; "
               f"checkpoint in {args.out}")
     if args.sample_tokens:
         print("--- sample ---")
-        print(generate_text(model, "\n", args.sample_tokens, 0.8, None, cfg.seed))
+        print(generate_text(model, "\n", args.sample_tokens, 0.8, None, cfg.seed, tokenizer=tok))
     return 0
 
 
@@ -252,6 +260,8 @@ def run_pretrain(args):
 def add_sample_arguments(p):
     """Arguments of `minilora sample` (checkpoint, optional LoRA adapter, prompt, sampling settings)."""
     p.add_argument("--ckpt", default="runs/base", help="checkpoint directory (default: runs/base)")
+    p.add_argument("--base", default=None, help="instead of --ckpt: a Hugging Face GPT-2 folder (config.json + "
+                   "model.safetensors, with vocab.json + merges.txt for GPT-2's BPE) or a checkpoint")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=nonneg_int, default=300, help="tokens (bytes) to generate (default 300)")
     p.add_argument("--temperature", type=nonneg_float, default=0.8,
@@ -265,23 +275,29 @@ def add_sample_arguments(p):
 
 def run_sample(args):
     """Print a sample from a checkpoint (optionally with a LoRA adapter applied); exit code."""
+    from .bases import load_base
     from .checkpoint import load_model
     from .sampling import generate_text
 
-    if not os.path.exists(args.ckpt):
+    tok = None
+    if args.base:
+        model, tok = load_base(args.base)     # OSError / ValueError: one line via main
+    elif not os.path.exists(args.ckpt):
         raise UserError(f"no checkpoint at {args.ckpt!r} (train one with `minilora pretrain --out {args.ckpt}`)")
-    model = load_model(args.ckpt)
+    else:
+        model = load_model(args.ckpt)
     if args.adapter:
         from .sampling import generate_with_adapters
 
         try:
             texts = generate_with_adapters(model, args.adapter, args.prompt, args.max_new_tokens, args.temperature,
-                                           args.top_k, args.seed)
+                                           args.top_k, args.seed, tokenizer=tok)
         except FileNotFoundError as e:
             raise UserError(f"{e} (make one with `minilora finetune`)") from None
         print(texts[0][1] if len(texts) == 1 else "\n".join(f"--- {n}\n{t}" for n, t in texts))
         return 0
-    print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    print(generate_text(model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed,
+                        tokenizer=tok))
     return 0
 
 
@@ -341,7 +357,10 @@ def run_demo(args):
 
 def add_finetune_arguments(p):
     """Arguments of `minilora finetune` (base checkpoint, corpus, LoRA options or --full, budget)."""
-    p.add_argument("--base", default="runs/base", help="pretrained checkpoint directory (default: runs/base)")
+    p.add_argument("--base", default="runs/base", help="pretrained checkpoint directory, or a Hugging Face GPT-2 "
+                   "folder (config.json + model.safetensors [+ vocab.json, merges.txt]) (default: runs/base)")
+    p.add_argument("--block-size", type=positive_int, default=None,
+                   help="context length T of the batches (default: the base's, at most 128)")
     p.add_argument("--corpus", default="stdlib", help="built-in corpus or a UTF-8 text file (default: stdlib)")
     p.add_argument("--out", default=None, help="output folder (default: runs/finetune-lora or runs/finetune-full)")
     p.add_argument("--full", action="store_true", help="full fine-tuning (every parameter) instead of LoRA")
@@ -404,8 +423,9 @@ def run_finetune(args):
     Raises:
         UserError: the refusals above, or a diverged run (exit 2 via main)."""
     from . import perf
-    from .checkpoint import has_checkpoint, load_model, save_checkpoint
-    from .data import TokenDataset, load_corpus
+    from .bases import dataset_for, is_hf_folder, load_base
+    from .checkpoint import has_checkpoint, save_checkpoint
+    from .data import load_corpus
     from .finetune import finetune
     from .io import ensure_writable_dir
     from .lora import LoraConfig, VeraConfig
@@ -414,8 +434,9 @@ def run_finetune(args):
     from .train import TrainConfig, evaluate
 
     perf.configure_malloc()
-    if not has_checkpoint(args.base):
-        raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`)")
+    if not has_checkpoint(args.base) and not is_hf_folder(args.base):
+        raise UserError(f"no checkpoint in {args.base!r} (make one with `minilora pretrain --out {args.base}`, or "
+                        "give a Hugging Face GPT-2 folder: config.json + model.safetensors)")
     method = "full" if args.full else "lora"
     out = args.out or f"runs/finetune-{'adalora' if args.variant == 'adalora' and not args.full else method}"
     if os.path.exists(out) and not os.path.isdir(out):
@@ -432,8 +453,8 @@ def run_finetune(args):
     if msg := qlora_usage_error(args) or (args.variant == "adalora" and args.quantize
                                           and "--variant adalora trains a float base: drop --quantize"):
         raise UserError(msg)
-    base = load_model(args.base)
-    ds = TokenDataset(load_corpus(args.corpus))
+    base, tok = load_base(args.base)
+    ds = dataset_for(load_corpus(args.corpus), tok, base.config.vocab_size)
     lr = args.lr or (1e-3 if args.full else 1e-2)
     try:
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
@@ -445,7 +466,8 @@ def run_finetune(args):
         lcfg = lcfg.replace(init_lora_weights="loftq") if args.loftq else lcfg
         tcfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=lr, weight_decay=0.0,
                            warmup_steps=min(30, args.steps // 10), eval_interval=max(1, args.steps // 5),
-                           eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10))
+                           eval_batches=args.eval_batches, seed=args.seed, log_interval=max(1, args.steps // 10),
+                           block_size=args.block_size or (128 if base.config.block_size > 128 else None))
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from None
     where = os.path.join(out, "adapter") if method == "lora" else out
@@ -456,7 +478,7 @@ def run_finetune(args):
             return finetune_cli(args, base, ds, out, lr)
         except FloatingPointError as e:
             raise _diverged(e, lr) from None
-    T = base.config.block_size
+    T = tcfg.block_size or base.config.block_size
     val = ds.fixed_batches("val", args.eval_batches, args.batch_size, T, seed=args.seed)
     before = evaluate(base, val)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
@@ -472,10 +494,11 @@ def run_finetune(args):
     after = evaluate(res.model, val)
     if method == "lora":
         res.model.print_trainable_parameters()
-        res.model.save_adapter(where)
+        for note in res.model.save_adapter(where):     # exports PEFT needs in another form (fused slices)
+            print("note:", note)
     else:
         save_checkpoint(out, res.model, None, tcfg.max_steps)
-    print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/byte "
+    print(f"{args.corpus} validation loss: {before:.3f} -> {after:.3f} nats/{'byte' if tok is None else 'token'} "
           f"({res.trainable_params:,} trainable parameters, "
           f"optimizer state {res.optimizer_state_bytes / 2**10:.0f} KiB, "
           f"{res.ms_per_step:.0f} ms/step); saved to {where}")

@@ -288,12 +288,16 @@ def test_adapter_round_trip_restores_masks_and_refuses_wrong_keys(tmp_path):
     meta = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert meta["peft_type"] == "ADALORA" and meta["variant"] == "adalora" and meta["rank_pattern"] == pattern
     # an AdaLoRA file whose λ key is PEFT's bare `lora_E` (no `.weight`): refused, naming both keys
-    raw = dict(np.load(tmp_path / "a" / "adapter_model.npz"))
-    key = "transformer.h.0.attn.c_attn.lora_E.weight"
+    from safetensors.numpy import load_file, save_file
+
+    from minilora import io as mio
+    raw = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))      # keys with PEFT's base_model.model.
+    key = "base_model.model.transformer.h.0.attn.c_attn.lora_E.weight"
     raw[key[:-len(".weight")]] = raw.pop(key)
-    np.savez(tmp_path / "a" / "adapter_model.npz", **raw)
-    meta["adapter_fingerprint"] = None
-    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(meta))
+    save_file(raw, str(tmp_path / "a" / "adapter_model.safetensors"))
+    side = json.loads((tmp_path / "a" / "minilora_adapter.json").read_text())
+    side["adapter_fingerprint"] = mio.fingerprint(raw)
+    (tmp_path / "a" / "minilora_adapter.json").write_text(json.dumps(side))
     with pytest.raises(ValueError, match=r"missing keys \['transformer.h.0.attn.c_attn.lora_E.weight'\], "
                                          r"unexpected keys \['transformer.h.0.attn.c_attn.lora_E'\]"):
         m2.load_adapter(tmp_path / "a")

@@ -25,7 +25,7 @@ def test_demo_writes_metrics_adapter_and_plot(demo_run):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["methods"] == metrics["methods"]
     assert (out / "adapter" / "adapter_config.json").exists()
-    assert (out / "adapter" / "adapter_model.npz").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert (out / "loss_curves.png").stat().st_size > 1000
     assert (out / "base" / "latest.json").exists()
 
@@ -70,7 +70,7 @@ def test_finetune_cli_lora_and_full(tmp_path, capsys):
     common = ["finetune", "--base", str(base), "--corpus", "stdlib", "--steps", "4", "--batch-size", "4",
               "--eval-batches", "2", "--quiet"]
     assert main(common + ["--r", "2", "--lora-alpha", "5", "--out", str(tmp_path / "lora")]) == 0
-    assert (tmp_path / "lora" / "adapter" / "adapter_model.npz").exists()
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").exists()
     assert "trainable params: " in capsys.readouterr().out
     assert main(common + ["--full", "--out", str(tmp_path / "full")]) == 0
     assert (tmp_path / "full" / "latest.json").exists()

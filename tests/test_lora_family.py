@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.numpy import load_file, save_file
 
 from minilora import check_grad, no_grad
 from minilora import io as mio
@@ -297,17 +298,21 @@ def test_residual_model_merge_disable_fingerprint_and_files(init, tmp_path):
     with model.disable_adapters():
         np.testing.assert_allclose(_logits(model), before, rtol=1e-12, atol=1e-12)
     model.unmerge_adapter()
-    model.save_adapter(tmp_path / "a")
-    with np.load(tmp_path / "a" / "adapter_model.npz") as z:
-        assert sorted(k.rsplit(".", 2)[-2] for k in z.files) == ["lora_A", "lora_A", "lora_B", "lora_B"]
+    notes = model.save_adapter(tmp_path / "a")
+    assert any("save_converted_adapter" in n for n in notes)                 # PEFT needs the converted form
+    assert sorted(k.rsplit(".", 2)[-2] for k in load_file(str(tmp_path / "a" / "adapter_model.safetensors"))) \
+        == ["lora_A", "lora_A", "lora_B", "lora_B"]
+    peft_cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert peft_cfg["init_lora_weights"] == init              # PEFT is told the factors need its residual base
     with warnings.catch_warnings():
         warnings.simplefilter("error")                             # same base: no fingerprint warning
         again = load_lora_model(GPT(CFG, dtype=np.float64), tmp_path / "a")
     np.testing.assert_array_equal(_logits(again), tuned)          # bit for bit
     # PEFT's conversion: a plain rank-2r LoRA relative to the original W0
     save_converted_adapter(model, tmp_path / "c")
-    meta = json.loads((tmp_path / "c" / "adapter_config.json").read_text())
-    assert (meta["r"], meta["lora_alpha"], meta["variant"], meta["init_lora_weights"]) == (4, 10, "lora", True)
+    meta = json.loads((tmp_path / "c" / "adapter_config.json").read_text())              # PEFT's own config
+    assert (meta["r"], meta["lora_alpha"], meta["use_dora"], meta["init_lora_weights"]) == (4, 10, False, True)
+    assert not (tmp_path / "c" / "minilora_adapter.json").exists()                      # a plain PEFT folder
     plain = load_lora_model(GPT(CFG, dtype=np.float64), tmp_path / "c")
     assert plain.get_submodule("transformer.h.0.attn.c_attn").variant.name == "lora"
     np.testing.assert_array_equal(_logits(plain), tuned)          # the same numbers, by a plain LoRA
@@ -341,18 +346,19 @@ def test_family_save_load_is_bit_exact_and_keys_are_checked_by_name(kw, tmp_path
     with pytest.warns(UserWarning, match="different base model"):
         load_lora_model(GPT(CFG, dtype=np.float64, seed=7), tmp_path)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
-    tensors = mio.load_npz(tmp_path / "adapter_model.npz")
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
     if model.peft_config.use_dora:
-        key = "transformer.h.1.attn.c_attn.lora_magnitude_vector"        # PEFT's key name
+        key = "base_model.model.transformer.h.1.attn.c_attn.lora_magnitude_vector"        # PEFT's key name
         assert key in tensors and cfg["use_dora"] is True
         # a DoRA file into a plain LoRA model: the magnitude is named as unexpected
         plain = get_peft_model(GPT(CFG, dtype=np.float64), LoraConfig(r=2, lora_alpha=3))
         with pytest.raises(ValueError, match=r"unexpected keys \[.*h.0.attn.c_attn.lora_magnitude_vector"):
             plain.load_adapter(tmp_path)
         del tensors[key]
-        mio.save_npz_atomic(tmp_path / "adapter_model.npz", tensors)
-        cfg["adapter_fingerprint"] = mio.fingerprint(tensors)
-        (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+        save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+        side = json.loads((tmp_path / "minilora_adapter.json").read_text())
+        side["adapter_fingerprint"] = mio.fingerprint(tensors)
+        (tmp_path / "minilora_adapter.json").write_text(json.dumps(side))
         with pytest.raises(ValueError, match=r"missing keys \['transformer.h.1.attn.c_attn.lora_magnitude_vector'\]"):
             load_lora_model(GPT(CFG, dtype=np.float64), tmp_path)
 
@@ -514,3 +520,17 @@ def test_rank_tools_refuse_a_variant_whose_delta_is_not_BA(kw):
         with pytest.raises(ValueError, match=r"variant is '(dora|residual)'.*layer.delta_weight\(\)"):
             fn(lay)
     assert R.singular_values(lay.delta_weight()).shape == (5,)
+
+
+@pytest.mark.parametrize("rs", [False, True])
+def test_converted_adapter_on_q_and_v_slices_is_a_plain_peft_lora_of_the_same_model(rs, tmp_path):
+    model = get_peft_model(GPT(CFG, dtype=np.float64), LoraConfig(r=2, lora_alpha=3, use_rslora=rs,
+                                                                   init_lora_weights="olora",
+                                                                   enable_lora=[True, False, True]))
+    _perturb(model, seed=9)
+    save_converted_adapter(model, tmp_path)
+    peft_cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert peft_cfg["rank_pattern"] == {"transformer.h.0.attn.c_attn": 8, "transformer.h.1.attn.c_attn": 8}
+    plain = load_lora_model(GPT(CFG, dtype=np.float64), tmp_path)                    # read as a PEFT adapter
+    assert plain.get_submodule("transformer.h.0.attn.c_attn").slices is None
+    np.testing.assert_allclose(_logits(plain), _logits(model), rtol=1e-12, atol=1e-12)

@@ -101,7 +101,7 @@ def test_finetune_replaces_an_adapter_or_checkpoint_only_with_overwrite(base, tm
     if full:
         assert load_checkpoint(out)["step"] == 2 and load_checkpoint(out)["model_class"] == "GPT"
     else:
-        assert (out / "adapter" / "adapter_model.npz").exists()
+        assert (out / "adapter" / "adapter_model.safetensors").exists()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -226,32 +226,45 @@ def converted_factors(layer: LoRALinear) -> tuple[np.ndarray, np.ndarray]:
 
 
 def save_converted_adapter(model: LoraModel, path: str | PathLike) -> None:
-    """Write a PiSSA/OLoRA model's adapter as a PLAIN LoRA relative to the original W0 (PEFT's
-    `save_pretrained(..., path_initial_model_for_weight_conversion=...)`).
+    """Write a PiSSA/OLoRA model's adapter as a PLAIN LoRA on the original W0, in the folder layout PEFT
+    loads as it is (PEFT's `save_pretrained(..., path_initial_model_for_weight_conversion=...)`).
 
-    Tensors: `converted_factors` of each layer under PEFT's keys; config: r' = 2r, lora_alpha' =
-    2·lora_alpha (√2·lora_alpha with use_rslora) so that s' = s, init_lora_weights True, variant "lora".
-    `load_lora_model(original_base, path)` then computes W0 + s·(B A − B₀A₀): the fine-tuned model.
-    Raises: ValueError if the model's layers are not residual (PiSSA/OLoRA) ones; RuntimeError if merged.
+    Tensors (`adapter_model.safetensors`, PEFT's `base_model.model.` keys): `converted_factors` of each
+    layer, r' = 2r; `adapter_config.json` (`peft_config.to_peft_dict`): lora_alpha' = 2·lora_alpha
+    (√2·lora_alpha with use_rslora) so that s' = s, init_lora_weights True, variant "lora". A layer on
+    slices of a fused projection is exported as `adapter_io` exports slices (B block-diagonal, rank
+    g·2r, rank_pattern / alpha_pattern). No minilora side file: the folder is a plain PEFT adapter, and
+    `load_lora_model(original_base, path)` (or PEFT) computes W0 + s·(B A − B₀A₀), the fine-tuned model.
+    Raises: ValueError if the model's layers are not residual (PiSSA/OLoRA) ones or trained biases.
     """
-    from .adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+    from safetensors.numpy import save
+
+    from .adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, PEFT_PREFIX, expand_grouped_B
+    from .peft_config import to_peft_dict
 
     layers = model._layers_or_raise("save_converted_adapter")
     if any(m.variant is not ResidualLoRA for _, m in layers):
         raise ValueError("save_converted_adapter: only PiSSA/OLoRA adapters (variant 'residual') are converted")
-    if model.peft_config.bias != "none":
-        raise ValueError("save_converted_adapter: bias must be 'none' (trained biases are not converted)")
-    tensors = {}
-    for name, m in layers:
-        A, B = converted_factors(m)
-        tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = A, B
     cfg = model.peft_config
-    alpha = cfg.lora_alpha * (2 ** 0.5 if cfg.use_rslora else 2)
-    config = cfg.replace(r=2 * cfg.r, lora_alpha=alpha, init_lora_weights=True, variant="lora")
-    meta = dict(config.to_dict(), peft_type="LORA", format_version=1, base_model_fingerprint=model.base_fingerprint,
-                adapter_fingerprint=mio.fingerprint(tensors), target_names=list(model.lora_module_names),
-                dtype=str(model.dtype), bias_keys=[], converted_from=str(cfg.init_lora_weights))
+    if cfg.bias != "none":
+        raise ValueError("save_converted_adapter: bias must be 'none' (trained biases are not converted)")
+    if cfg.rank_pattern or cfg.alpha_pattern:
+        raise ValueError("save_converted_adapter: per-module rank_pattern / alpha_pattern are not converted")
+    factor = 2 ** 0.5 if cfg.use_rslora else 2
+    tensors, rank_pattern, alpha_pattern = {}, {}, {}
+    for name, m in layers:
+        A, B = converted_factors(m)                                    # (g*2r, d_in), (W, 2r)
+        if m.slices is not None:                                       # a rank g·2r LoRA on the whole layer
+            g = len(m.slices)
+            B = expand_grouped_B(B, m.slices, 2 * m.r, m.out_features)
+            rank_pattern[name] = g * 2 * m.r
+            alpha_pattern[name] = m.lora_alpha * factor * (g ** 0.5 if cfg.use_rslora else g)
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(A)
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(B)
+    config = cfg.replace(r=2 * cfg.r, lora_alpha=cfg.lora_alpha * factor, init_lora_weights=True, variant="lora",
+                         rank_pattern=rank_pattern, alpha_pattern=alpha_pattern)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    mio.save_npz_atomic(path / ADAPTER_WEIGHTS_NAME, tensors)
-    mio.save_json_atomic(path / ADAPTER_CONFIG_NAME, meta)
+    mio.atomic_write_bytes(path / ADAPTER_WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+    mio.save_json_atomic(path / ADAPTER_CONFIG_NAME,
+                         to_peft_dict(config, getattr(model.base_model, "name_or_path", None)))

@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
+from os import PathLike
 from typing import Any
 
 import numpy as np
@@ -176,6 +177,27 @@ class GPT(Module):
                 continue
             std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith("c_proj.weight") else 0.02
             p.data = init_rng.normal(0.0, std, p.shape).astype(dtype)
+
+    @classmethod
+    def from_pretrained(cls, path: str | PathLike, dtype: DTypeLike = np.float32, dropout: float | None = None,
+                        seed: int | None = 0) -> GPT:
+        """A GPT from a Hugging Face GPT-2 folder (config.json + model.safetensors), in eval mode.
+
+        Conv1D weights are transposed, the tied lm_head checked; unsupported config values are
+        refused by name; pytorch_model.bin is refused (it needs torch). See `nn.hf_gpt2`.
+        """
+        from .hf_gpt2 import load_pretrained
+
+        return load_pretrained(path, dtype, dropout, seed)
+
+    def save_pretrained(self, path: str | PathLike) -> None:
+        """Write a Hugging Face GPT-2 folder that transformers loads as it is (see `nn.hf_gpt2`).
+
+        Raises: ValueError with LoRA layers present (merge_and_unload first) or bias=False.
+        """
+        from .hf_gpt2 import save_pretrained
+
+        save_pretrained(self, path)
 
     @property
     def dtype(self) -> np.dtype:
