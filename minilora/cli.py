@@ -717,6 +717,20 @@ register("drill", "interview drill: generated LoRA questions with checked, worke
          add_drill_arguments, run_drill)
 
 
+def _lazy(module, name):
+    """A function of minilora.<module> imported when called (the command's imports stay off --help)."""
+    def call(*args):
+        import importlib
+        return getattr(importlib.import_module(f"minilora.{module}"), name)(*args)
+    return call
+
+
+register("compare", "LoRA vs adapters, prefix/prompt tuning, BitFit, IA3, full FT: the LoRA paper's Tables 2-4",
+         _lazy("compare", "add_compare_arguments"), _lazy("compare", "run_compare_command"))
+register("latency", "inference latency over the base model (the LoRA paper's Table 1), interleaved medians",
+         _lazy("latency", "add_latency_arguments"), _lazy("latency", "run_latency_command"))
+
+
 def build_parser():
     """The top-level parser with one subparser per entry of COMMANDS."""
     parser = _Parser(prog="minilora", description="LoRA from the ground up in NumPy.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import peft
 from .lora import LoraConfig, get_peft_model
 from .lora.loraplus import create_loraplus_optimizer
 from .nn import GPT
@@ -25,8 +26,9 @@ class FinetuneResult:
     """What a fine-tuning run produced.
 
     Attributes:
-        method: "lora" or "full".
-        model: the adapted model (a LoraModel for LoRA, a GPT for full fine-tuning).
+        method: "lora", "full" or "peft".
+        model: the adapted model (a LoraModel for LoRA, a GPT for full fine-tuning, a
+            peft.PeftModel for a baseline).
         history: the dict returned by `minilora.train.train` (losses, ms_per_step, ...).
         trainable_params: number of trained scalars. all_params: number of scalars in the model.
         optimizer_state_bytes: bytes of AdamW's m and v (2 float arrays per trained parameter).
@@ -60,13 +62,16 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
              cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0, quantize: str | None = None,
-             double_quant: bool = True, callbacks=(), loraplus_lr_ratio: float | None = None) -> FinetuneResult:
-    """Adapt a copy of `base` to `dataset` with LoRA or full fine-tuning.
+             double_quant: bool = True, callbacks=(), peft_config=None,
+             loraplus_lr_ratio: float | None = None) -> FinetuneResult:
+    """Adapt a copy of `base` to `dataset` with LoRA, full fine-tuning or a baseline of `minilora.peft`.
 
     Args:
         base: a pretrained GPT (not modified).
         dataset: minilora.data.TokenDataset of the new domain.
-        method: "lora" (freeze the base, train adapters per lora_config) or "full" (train everything).
+        method: "lora" (freeze the base, train adapters per lora_config), "full" (train everything)
+            or "peft" (a baseline of minilora.peft: adapters, prefix/prompt tuning, BitFit, IA3, per
+            peft_config, e.g. `peft.make_config("ia3")`).
         lora_config: LoraConfig for method="lora" (default: r=8, lora_alpha=16 on c_attn).
         cfg: TrainConfig (steps, lr, ...); default TrainConfig(max_steps=200).
         log: progress printer. out_dir: checkpoint directory for the run (None: no checkpoints).
@@ -87,8 +92,10 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     Raises:
         ValueError: unknown method, or a LoRA config that does not fit the model.
     """
-    if method not in ("lora", "full"):
-        raise ValueError(f"finetune: method must be 'lora' or 'full', got {method!r}")
+    if method not in ("lora", "full", "peft"):
+        raise ValueError(f"finetune: method must be 'lora', 'full' or 'peft', got {method!r}")
+    if method == "peft" and peft_config is None:
+        raise ValueError("finetune: method 'peft' needs a peft_config (e.g. minilora.peft.make_config('ia3'))")
     cfg = cfg or TrainConfig(max_steps=200)
     lora_config = lora_config or LoraConfig()
     model = copy_model(base, seed=[seed, lora_config.r] if method == "lora" else seed)
@@ -104,6 +111,8 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
             lora_config = lora_config.replace(total_step=cfg.max_steps)
         model = get_peft_model(model, lora_config)
         callbacks = model.training_callbacks() + callbacks
+    elif method == "peft":
+        model = peft.get_peft_model(model, peft_config)
     if quantize is not None:
         from .quant import base_memory, quantize_model
         extra["quantized"] = quantize_model(model, double_quant=double_quant)

@@ -24,9 +24,9 @@ LAYERS = {
     "io": 0, "perf": 0,
     "function": 1, "tensor": 1, "ops": 1, "gradcheck": 1,
     "nn": 2, "optim": 2, "data": 2, "bpe": 2,
-    "lora": 3, "rank": 3, "sampling": 3, "quant": 3,
+    "lora": 3, "rank": 3, "sampling": 3, "quant": 3, "peft": 3,
     "checkpoint": 4, "train": 4, "finetune": 4, "plots": 4, "costs": 4, "bases": 4,
-    "checkpoints": 5, "experiments": 5, "demo": 5, "exercises": 5, "drill": 5,
+    "checkpoints": 5, "experiments": 5, "demo": 5, "exercises": 5, "drill": 5, "compare": 5, "latency": 5,
     "cli": 6, "__main__": 6, "__init__": 6,
 }
 LINE_BUDGET = 600
