@@ -99,6 +99,9 @@ def default_specs() -> list[Spec]:
         if v == "adalora":
             s.append(Spec("AdaLoRA r=8 -> 4", "lora:adalora", "lora",
                           {"init_r": 8, "target_r": 4, "lora_alpha": 8}, config="AdaLoraConfig"))
+        elif v == "residual":       # selected by its start (lora/pissa.py), not by variant=
+            s.append(Spec("PiSSA r=4", "lora:residual", "lora",
+                          {"r": 4, "lora_alpha": 8, "init_lora_weights": "pissa"}))
         elif v != "lora":
             r = VARIANT_R.get(v, 4)
             s.append(Spec(f"LoRA variant {v} r={r}", f"lora:{v}", "lora", {"r": r, "lora_alpha": 2 * r, "variant": v}))

@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 
 from . import peft
 from .lora import LoraConfig, get_peft_model
+from .lora.loraplus import create_loraplus_optimizer
 from .nn import GPT
 from .optim import AdamW
 from .train import TrainConfig, train
 
 __all__ = ["FinetuneResult", "copy_model", "finetune"]
+
+FLOAT_BASE_VARIANTS = ("dora", "dora_exact", "residual")   # their forward reads W0 itself (lora/dora.py, pissa.py)
 
 
 @dataclass
@@ -59,7 +62,8 @@ def copy_model(model: GPT, seed=0) -> GPT:
 
 def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None = None,
              cfg: TrainConfig | None = None, log=print, out_dir=None, seed=0, quantize: str | None = None,
-             double_quant: bool = True, callbacks=(), peft_config=None) -> FinetuneResult:
+             double_quant: bool = True, callbacks=(), peft_config=None,
+             loraplus_lr_ratio: float | None = None) -> FinetuneResult:
     """Adapt a copy of `base` to `dataset` with LoRA, full fine-tuning or a baseline of `minilora.peft`.
 
     Args:
@@ -81,6 +85,8 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         callbacks: extra `train` callbacks (on_step_end(step, model)); the LoRA model's own
             (`LoraModel.training_callbacks()`, e.g. AdaLoRA's rank allocation) run first. An
             AdaLoraConfig without total_step gets cfg.max_steps.
+        loraplus_lr_ratio: None, or LoRA+'s λ (arXiv:2402.12354): lora_B (and 1-D adapter parameters)
+            train with λ·lr, the rest with lr (`lora.loraplus.loraplus_param_groups`); LoRA only.
     Returns:
         FinetuneResult.
     Raises:
@@ -95,6 +101,9 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     model = copy_model(base, seed=[seed, lora_config.r] if method == "lora" else seed)
     if quantize is not None and (method != "lora" or quantize != "nf4"):
         raise ValueError(f"finetune: quantize must be None or 'nf4' (with method='lora'), got {quantize!r}")
+    if quantize is not None and getattr(lora_config, "variant", "lora") in FLOAT_BASE_VARIANTS:
+        raise ValueError(f"finetune: variant {lora_config.variant!r} (DoRA, PiSSA/OLoRA) needs the float base "
+                         "weight; a 4-bit (quantize='nf4') base is not supported with it")
     extra = {}
     callbacks = list(callbacks)
     if method == "lora":
@@ -109,7 +118,12 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
         extra["quantized"] = quantize_model(model, double_quant=double_quant)
         extra["base_memory"] = base_memory(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if loraplus_lr_ratio is not None:
+        if method != "lora":
+            raise ValueError("finetune: loraplus_lr_ratio applies to method='lora' only")
+        opt = create_loraplus_optimizer(model, cfg.lr, loraplus_lr_ratio, cfg.weight_decay)
+    else:
+        opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = train(model, dataset, cfg, optimizer=opt, out_dir=out_dir, log=log, callbacks=callbacks)
     return FinetuneResult(method=method, model=model, history=history,
                           trainable_params=int(sum(p.size for p in params)),

@@ -187,6 +187,10 @@ def lora_factors(layer) -> list[tuple[slice, np.ndarray, np.ndarray, float]]:
 def _layer_arrays(layer, fn: str):
     """(A (g*r, d_in), B (W, r) in one float dtype, scaling, r, slices, d_out), checked as documented
     in :func:`lora_factors`."""
+    variant = getattr(layer, "variant", None)
+    if not getattr(variant, "delta_is_BA", True):       # DoRA, PiSSA/OLoRA: ΔW is not s·B·A of the factors
+        raise ValueError(f"{fn}: the layer's LoRA variant is {variant.name!r}, whose ΔW is not s·B·A of its "
+                         "factors; take layer.delta_weight() (its ΔW relative to W0) and rank.singular_values of it")
     A = _as_matrix(_data(layer, "lora_A.weight.data", fn), "lora_A.weight", fn)  # (g*r, d_in)
     B = _as_matrix(_data(layer, "lora_B.weight.data", fn), "lora_B.weight", fn)  # (sum w, r)
     W0 = np.asarray(_data(layer, "base.weight.data", fn))  # (d_out, d_in)

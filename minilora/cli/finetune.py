@@ -31,10 +31,7 @@ def add_finetune_arguments(p):
                    help="a full-match regular expression over module names instead of --target-modules "
                         "(e.g. 'transformer\\.h\\.[01]\\..*c_attn')")
     p.add_argument("--use-rslora", action="store_true", help="scaling = alpha / sqrt(r) (rsLoRA)")
-    p.add_argument("--variant", choices=["lora", "vera", "adalora"], default="lora",
-                   help="lora (default); vera: VeRA's frozen shared random A, B and trained vectors d (r), "
-                        "b (d_out); give it a large --r (e.g. 128) and a larger --lr (e.g. 5e-2); adalora: "
-                        "--init-r, --target-r on q and v of c_attn, compared with a plain LoRA of rank init-r")
+    add_lora_family_arguments(p)
     p.add_argument("--init-r", type=positive_int, default=12, help="AdaLoRA: starting rank per matrix (default 12)")
     p.add_argument("--target-r", type=positive_int, default=4, help="AdaLoRA: average final rank (default 4)")
     add_qlora_arguments(p)
@@ -105,6 +102,8 @@ def run_finetune(args):
                       or args.target_modules != ["c_attn"] or args.target_regex or args.variant != "lora"):
         raise UserError("--full trains every parameter: the LoRA options (--r, --lora-alpha, --lora-dropout, "
                         "--use-rslora, --target-modules, --target-regex, --variant) do not apply")
+    if msg := lora_family_usage_error(args):
+        raise UserError(msg)
     if msg := qlora_usage_error(args) or (args.variant == "adalora" and args.quantize
                                           and "--variant adalora trains a float base: drop --quantize"):
         raise UserError(msg)
@@ -114,7 +113,7 @@ def run_finetune(args):
     try:
         lcfg = None if args.full else LoraConfig(r=args.r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                                                  target_modules=args.target_regex or list(args.target_modules),
-                                                 use_rslora=args.use_rslora)
+                                                 use_rslora=args.use_rslora, **lora_family_options(args))
         if args.variant == "vera":
             lcfg = VeraConfig(r=args.r, target_modules=lcfg.target_modules, vera_dropout=args.lora_dropout,
                               use_rslora=args.use_rslora)
@@ -140,7 +139,8 @@ def run_finetune(args):
     if args.overwrite and (has_checkpoint(out) or os.path.exists(os.path.join(out, "adapter", "adapter_config.json"))):
         log(f"note: replacing the {method} result in {out} (--overwrite)")
     try:
-        res = finetune(base, ds, method, lcfg, tcfg, log=log, quantize=args.quantize, double_quant=args.double_quant)
+        res = finetune(base, ds, method, lcfg, tcfg, log=log, quantize=args.quantize, double_quant=args.double_quant,
+                       loraplus_lr_ratio=args.loraplus_lr_ratio)
     except FloatingPointError as e:
         raise _diverged(e, lr) from None
     if args.quantize:
@@ -175,4 +175,48 @@ def qlora_usage_error(args: argparse.Namespace) -> str | None:
         return "--quantize is QLoRA: a 4-bit base is frozen, so it cannot be combined with --full"
     if args.loftq and not args.quantize:
         return "--loftq initialises LoRA for a quantized base: add --quantize nf4"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# the LoRA family's switches (PEFT's names): DoRA, PiSSA / OLoRA, LoRA+
+# --------------------------------------------------------------------------------------------------
+
+
+def add_lora_family_arguments(p: argparse.ArgumentParser) -> None:
+    """--variant (any registered variant), --use-dora, --init-lora-weights, --loraplus-lr-ratio."""
+    from ..lora.variant import VARIANTS
+
+    p.add_argument("--variant", default="lora", choices=sorted(VARIANTS),
+                   help="LoRA variant (default lora; dora = DoRA with the norm held constant in the backward, "
+                        "as PEFT; dora_exact = its exact gradient; vera: VeRA's frozen shared random A, B and "
+                        "trained vectors d (r), b (d_out): give it a large --r (e.g. 128) and a larger --lr "
+                        "(e.g. 5e-2); adalora: --init-r, --target-r on q and v of c_attn, compared with a "
+                        "plain LoRA of rank init-r; residual is chosen by --init-lora-weights pissa/olora)")
+    p.add_argument("--use-dora", action="store_true", help="DoRA (PEFT's use_dora): same as --variant dora")
+    p.add_argument("--init-lora-weights", default="true",
+                   help="true (default), false, gaussian, pissa, pissa_niter_K (randomised SVD) or olora")
+    p.add_argument("--loraplus-lr-ratio", type=positive_float, default=None,
+                   help="LoRA+: lora_B trains with this multiple of --lr (the paper's default is 16)")
+
+
+# variants configured by a LoraConfig; the others (vera, adalora) bring their own config class
+LORA_CONFIG_VARIANTS = ("lora", "dora", "dora_exact", "residual")
+
+
+def lora_family_options(args: argparse.Namespace) -> dict:
+    """LoraConfig keywords from the family switches (init_lora_weights "true"/"false" -> bool). A variant
+    with its own config class (vera, adalora) is left to the caller: the LoraConfig stays "lora"."""
+    init = {"true": True, "false": False}.get(str(args.init_lora_weights).lower(), args.init_lora_weights)
+    variant = args.variant if args.variant in LORA_CONFIG_VARIANTS else "lora"
+    return dict(variant=variant, use_dora=args.use_dora, init_lora_weights=init)
+
+
+def lora_family_usage_error(args: argparse.Namespace) -> str | None:
+    """The message for an impossible combination of options, or None."""
+    if args.full and (args.use_dora or args.init_lora_weights != "true" or args.loraplus_lr_ratio is not None):
+        return ("--full trains every parameter: the LoRA family options (--use-dora, --init-lora-weights, "
+                "--loraplus-lr-ratio) do not apply")
+    if args.variant not in LORA_CONFIG_VARIANTS and (args.use_dora or args.init_lora_weights != "true"):
+        return f"--variant {args.variant} has its own parameters: --use-dora and --init-lora-weights do not apply"
     return None

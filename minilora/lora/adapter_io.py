@@ -71,7 +71,8 @@ LEGACY_WEIGHTS_NAME = "adapter_model.npz"
 MINILORA_META_NAME = "minilora_adapter.json"
 PEFT_PREFIX = "base_model.model."
 FORMAT_VERSION = 2
-_PEFT_VARIANTS = ("lora", "dora")            # the variants PEFT's LoRA can express
+_PEFT_VARIANTS = ("lora", "dora", "dora_exact")   # the variants PEFT's LoRA can express (dora_exact: the same
+                                                 # model as dora; only the training gradient differs)
 
 
 def _own_parameters(model: LoraModel, bias: str) -> tuple[OrderedDict, list[str]]:
@@ -173,7 +174,11 @@ def _peft_form(model: LoraModel) -> tuple[OrderedDict, LoraConfig, dict, list[st
                      f", ...) as the exact PEFT equivalent: rank g·r on the whole layer, A stacked, B block-"
                      "diagonal with zero rows for the slices left out, lora_alpha scaled so the scaling is "
                      "unchanged (rank_pattern / alpha_pattern in adapter_config.json)")
-    if config.variant not in _PEFT_VARIANTS:
+    if config.variant == "residual":
+        notes.append(f"init_lora_weights={config.init_lora_weights!r}: these factors apply to PEFT's residual base "
+                     "W0 - s·B0A0, not to W0; adapter_config.json says so. For an adapter any LoRA loader applies "
+                     "to the original W0, write PEFT's converted form: minilora.lora.pissa.save_converted_adapter")
+    elif config.variant not in _PEFT_VARIANTS:
         notes.append(f"variant {config.variant!r} has no PEFT equivalent: PEFT cannot load this adapter; "
                      "minilora can")
     peft_cfg = config if not export else config.replace(rank_pattern={**rank_pattern, **config.rank_pattern},

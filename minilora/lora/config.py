@@ -49,7 +49,11 @@ class LoraConfig:
         bias: "none", "all" (every bias trains) or "lora_only" (biases of adapted layers train).
             Trained biases are stored in the adapter file (PEFT does the same).
         enable_lora: None or list of bools (adapt only those equal output slices, e.g. q and v).
-        variant: a key of `variant.VARIANTS` ("lora": plain LoRA).
+        variant: a key of `variant.VARIANTS` ("lora": plain LoRA; "dora", "dora_exact": DoRA with the
+            §4.3 or the exact backward, lora/dora.py; "residual": PiSSA/OLoRA, lora/pissa.py).
+        use_dora: bool (PEFT's switch): True selects variant "dora" (DoRA, arXiv:2402.09353).
+        init_lora_weights may also be "pissa", "pissa_niter_K" or "olora" (PEFT's names), which select
+            variant "residual". Combining DoRA with those starts is refused.
         rank_pattern, alpha_pattern: PEFT's per-module overrides of r and lora_alpha: dict pattern ->
             value; the first pattern p (in order) with re.match(rf"(.*\.)?({p})$", module name)
             wins (PEFT's `get_pattern_key`). `for_module(name)` applies them.
@@ -75,9 +79,10 @@ class LoraConfig:
     layers_to_transform: int | list | None = None
     layers_pattern: str | list | None = None
     exclude_modules: list | str | None = None
+    use_dora: bool = False
 
     def __post_init__(self) -> None:
-        from .variant import LORA_INITS, VARIANTS  # variant.py imports the layer, which imports this
+        from .variant import LORA_INITS, VARIANTS, is_known_init  # variant.py imports the layer, which imports this
 
         if not isinstance(self.r, Integral) or isinstance(self.r, bool) or self.r < 1:
             raise ValueError(f"LoraConfig.r must be an int >= 1, got {self.r!r}")
@@ -108,9 +113,9 @@ class LoraConfig:
             raise ValueError(f"LoraConfig.use_rslora must be a bool, got {self.use_rslora!r}")
         self.use_rslora = bool(self.use_rslora)
         init = self.init_lora_weights
-        if not (init is True or init is False or (isinstance(init, str) and init in LORA_INITS)):
+        if not (init is True or init is False or (isinstance(init, str) and is_known_init(init))):
             known = ", ".join(repr(k) for k in LORA_INITS)
-            raise ValueError(f"LoraConfig.init_lora_weights must be one of {known}, got {init!r}")
+            raise ValueError(f"LoraConfig.init_lora_weights must be one of {known} or 'pissa_niter_K', got {init!r}")
         if self.bias not in BIAS_MODES:
             raise ValueError(f"LoraConfig.bias must be one of {BIAS_MODES}, got {self.bias!r}")
         if self.enable_lora is not None:
@@ -120,6 +125,7 @@ class LoraConfig:
                 raise ValueError(f"LoraConfig.enable_lora must be None or a list of bools with at least "
                                  f"one True, got {self.enable_lora!r}")
             self.enable_lora = [bool(e) for e in self.enable_lora]
+        self._resolve_family_variant()
         if not isinstance(self.variant, str) or self.variant not in VARIANTS:
             raise ValueError(f"LoraConfig.variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
         self._check_per_module_fields()
@@ -207,6 +213,33 @@ class LoraConfig:
             return False
         idx = int(match.group("idx"))
         return idx == ltt if isinstance(ltt, int) else idx in ltt
+
+    def _resolve_family_variant(self) -> None:
+        """PEFT's switches pick the variant: use_dora -> "dora" (or "dora_exact"), a start taken from
+        W0 (init_lora_weights "pissa", "pissa_niter_K", "olora") -> "residual" (lora/pissa.py).
+        Refuses combinations minilora does not implement, naming both fields."""
+        from .pissa import is_residual_init
+
+        if not isinstance(self.use_dora, (bool, np.bool_)):
+            raise ValueError(f"LoraConfig.use_dora must be a bool, got {self.use_dora!r}")
+        self.use_dora = bool(self.use_dora)
+        dora = ("dora", "dora_exact")
+        if self.use_dora and self.variant == "lora":
+            self.variant = "dora"
+        if self.variant in dora:
+            self.use_dora = True
+        elif self.use_dora:
+            raise ValueError(f"LoraConfig: use_dora=True cannot be combined with variant={self.variant!r}")
+        residual = is_residual_init(self.init_lora_weights)
+        if residual and self.variant == "lora":
+            self.variant = "residual"
+        if residual and self.variant != "residual":
+            raise ValueError(f"LoraConfig: init_lora_weights={self.init_lora_weights!r} (a start taken from W0) "
+                             f"cannot be combined with variant={self.variant!r}"
+                             + (" (use_dora)" if self.use_dora else ""))
+        if self.variant == "residual" and not residual:
+            raise ValueError(f"LoraConfig: variant='residual' needs init_lora_weights 'pissa', 'pissa_niter_K' "
+                             f"or 'olora', got {self.init_lora_weights!r}")
 
     @property
     def scaling(self) -> float:

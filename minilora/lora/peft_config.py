@@ -110,15 +110,18 @@ def to_peft_dict(config: LoraConfig, base_model_name_or_path: str | None = None)
 
     fan_in_fan_out is True: GPT-2's targets are Conv1D in transformers (PEFT would set it itself,
     with a warning). init_lora_weights that PEFT does not know is written as True (the factors are
-    in the file). The caller puts the rank_pattern / alpha_pattern of exported fused layers in
-    `config` first (`adapter_io`).
+    in the file); PiSSA / OLoRA (variant "residual") keep their name, because their factors apply to
+    PEFT's residual W0 − s·B₀A₀, not to W0 (`lora/pissa.py`). use_dora is the config's. The caller
+    puts the rank_pattern / alpha_pattern of exported fused layers in `config` first (`adapter_io`).
     """
     tm = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
-    init = config.init_lora_weights if config.init_lora_weights in (True, False, "gaussian") else True
+    init = config.init_lora_weights
+    if not (init in (True, False, "gaussian") or config.variant == "residual"):
+        init = True       # a start PEFT does not know; PiSSA/OLoRA stay named: their factors need PEFT's W_res
     return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
             "revision": None, "inference_mode": True, "r": config.r, "lora_alpha": config.lora_alpha,
             "lora_dropout": config.lora_dropout, "target_modules": tm, "exclude_modules": config.exclude_modules,
             "fan_in_fan_out": True, "bias": config.bias, "use_rslora": config.use_rslora, "modules_to_save": None,
             "init_lora_weights": init, "layers_to_transform": config.layers_to_transform,
             "layers_pattern": config.layers_pattern, "rank_pattern": dict(config.rank_pattern),
-            "alpha_pattern": dict(config.alpha_pattern), "use_dora": config.variant == "dora"}
+            "alpha_pattern": dict(config.alpha_pattern), "use_dora": bool(getattr(config, "use_dora", False))}
