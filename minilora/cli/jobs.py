@@ -236,7 +236,7 @@ def run_drill(args):
 
 
 # --------------------------------------------------------------------------------------------------
-# compare and latency: the LoRA paper's Tables 2-4 and Table 1 (logic in minilora/compare.py, latency.py)
+# compare and latency: the LoRA paper's Tables 2-4 and Table 1 (logic in minilora/comparison.py, latency.py)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -251,11 +251,11 @@ def add_compare_arguments(p):
 
 
 def run_compare(args):
-    """Run `minilora compare` (minilora.compare.run_compare); exit code.
+    """Run `minilora compare` (minilora.comparison.run_compare); exit code.
 
     Raises: OSError for an --out that cannot be written, before any training (exit 2 via main)."""
-    from ..compare import CompareConfig
-    from ..compare import run_compare as _run
+    from ..comparison import CompareConfig
+    from ..comparison import run_compare as _run
     from ..io import ensure_writable_dir
 
     cfg = CompareConfig.quick() if args.quick else CompareConfig()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minilora.cli import main
-from minilora.compare import CompareConfig, default_specs, format_compare_table, pareto_front, run_compare
+from minilora.comparison import CompareConfig, default_specs, format_compare_table, pareto_front, run_compare
 from minilora.latency import LatencyConfig, build_models, format_latency_table, run_latency
 from minilora.tensor import no_grad
 
@@ -90,7 +90,7 @@ def test_latency_and_compare_refuse_bad_numbers_in_one_line_before_any_work(argv
 
 
 def test_compare_skips_a_variant_it_cannot_build_and_says_so(tmp_path, monkeypatch):
-    import minilora.compare as cmp
+    import minilora.comparison as cmp
     monkeypatch.setattr(cmp, "VARIANTS", {"lora": None, "bogus": None})   # LoraConfig does not know "bogus"
     logged = []
     res = run_compare(tmp_path, CompareConfig(steps=1, batch_size=2, eval_batches=1, timing_rounds=1,
