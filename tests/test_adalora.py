@@ -18,6 +18,7 @@ from minilora import rank as R
 from minilora.data import TokenDataset
 from minilora.finetune import finetune
 from minilora.lora import AdaLoraConfig, AdaLoraModel, LoraConfig, LoRALinear, get_peft_model, load_lora_model
+from minilora.lora.functional import lora_groups
 from minilora.lora.adalora import (
     AdaLoraVariant,
     OrthRegFunction,
@@ -83,7 +84,7 @@ def test_adalora_op_hand_equals_composed_equals_central_differences(case, train_
     # the dense reference: y = x W0ᵀ + b + x̃ ΔWᵀ with ΔW = s · P diag(λ) Q on each group's rows
     xt = x if mask is None else x * mask / keep
     dW = np.zeros_like(W0)
-    for _, a_rows, b_rows, rows in R.lora_groups(slices, A.shape[0] // (1 if slices is None else len(slices)),
+    for _, a_rows, b_rows, rows in lora_groups(slices, A.shape[0] // (1 if slices is None else len(slices)),
                                                    W0.shape[0]):
         dW[rows] = s * B[b_rows] @ np.diag(E[a_rows, 0]) @ A[a_rows]
     np.testing.assert_allclose(y_hand, x @ W0.T + b + xt @ dW.T, atol=1e-12, rtol=1e-12)
