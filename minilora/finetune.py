@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 from . import peft
 from .lora import LoraConfig, get_peft_model
 from .lora.loraplus import create_loraplus_optimizer
+from .lora.variant import get_variant
 from .nn import GPT
 from .optim import AdamW
 from .train import TrainConfig, train
 
 __all__ = ["FinetuneResult", "copy_model", "finetune"]
 
-FLOAT_BASE_VARIANTS = ("dora", "dora_exact", "residual")   # their forward reads W0 itself (lora/dora.py, pissa.py)
+# what a user typed, for messages: the registry's names are internal ("residual" is chosen by a start)
+_VARIANT_NAMES = {"dora": "DoRA (--use-dora)", "dora_exact": "DoRA (exact gradient)",
+                  "residual": "PiSSA/OLoRA (--init-lora-weights)", "vera": "VeRA (--variant vera)"}
+
 
 
 @dataclass
@@ -101,9 +105,10 @@ def finetune(base: GPT, dataset, method="lora", lora_config: LoraConfig | None =
     model = copy_model(base, seed=[seed, lora_config.r] if method == "lora" else seed)
     if quantize is not None and (method != "lora" or quantize != "nf4"):
         raise ValueError(f"finetune: quantize must be None or 'nf4' (with method='lora'), got {quantize!r}")
-    if quantize is not None and getattr(lora_config, "variant", "lora") in FLOAT_BASE_VARIANTS:
-        raise ValueError(f"finetune: variant {lora_config.variant!r} (DoRA, PiSSA/OLoRA) needs the float base "
-                         "weight; a 4-bit (quantize='nf4') base is not supported with it")
+    variant = getattr(lora_config, "variant", "lora")
+    if quantize is not None and not get_variant(variant).supports_quantized_base:
+        raise ValueError(f"finetune: the {_VARIANT_NAMES.get(variant, variant)} variant needs the float base "
+                         "weight; a 4-bit base (--quantize nf4) is not supported with it")
     extra = {}
     callbacks = list(callbacks)
     if method == "lora":

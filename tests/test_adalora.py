@@ -18,7 +18,6 @@ from minilora import rank as R
 from minilora.data import TokenDataset
 from minilora.finetune import finetune
 from minilora.lora import AdaLoraConfig, AdaLoraModel, LoraConfig, LoRALinear, get_peft_model, load_lora_model
-from minilora.lora.functional import lora_groups
 from minilora.lora.adalora import (
     AdaLoraVariant,
     OrthRegFunction,
@@ -27,6 +26,7 @@ from minilora.lora.adalora import (
     orth_regularizer,
     orth_regularizer_composed,
 )
+from minilora.lora.functional import lora_groups
 from minilora.lora.rank_allocator import budget_schedule, importance_update, triplet_scores
 from minilora.nn import GPT, GPTConfig, Linear
 from minilora.tensor import Tensor

@@ -102,12 +102,14 @@ def test_demo_starts_from_a_matching_shipped_base_and_says_so(tmp_path, monkeypa
     lines = []
     m = run_demo(run, cfg, log=lines.append)
     assert m["base_source"] == "shipped"
+    assert not any("replaces them" in s for s in lines)                           # nothing to replace yet
     assert any("shipped with minilora" in s and "--pretrain" in s for s in lines)
     assert not any(s.startswith(pretraining) for s in lines)                       # no pretraining ran
     assert (run / "base" / "ckpt-000012.npz").read_bytes() == (shipped / "ckpt-000012.npz").read_bytes()
 
     lines = []
     again = run_demo(run, cfg, log=lines.append, pretrain=True)                    # --pretrain: pretrains here
+    assert any(s.startswith("note: ") and "replaces them" in s for s in lines)     # the first run's results
     assert again["base_source"] == "pretrained" and any(s.startswith(pretraining) for s in lines)
     assert again["base"] == m["base"] and again["methods"] == [                    # the recipe reproduces the base
         {**row, "ms_per_step": r2["ms_per_step"]} for row, r2 in zip(m["methods"], again["methods"], strict=True)]

@@ -109,6 +109,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:          # `minilora drill --list | head`: the reader left, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 0
     except (UserError, OSError, ValueError, FloatingPointError) as e:
         if os.environ.get("MINILORA_DEBUG"):
             raise

@@ -60,8 +60,8 @@ def _finetune_out_problem(out: str, base: str, overwrite: bool) -> str | None:
     held = []
     if (out_r / "latest.json").exists() or any(out_r.glob("ckpt-*.npz")):
         held.append("a checkpoint")
-    if (out_r / "adapter").exists() or (out_r / "adapter_config.json").exists():
-        held.append("an adapter")
+    if any((d / "adapter_config.json").exists() for d in (out_r / "adapter", out_r)):
+        held.append("an adapter")          # a folder left empty by a failed run holds nothing
     if held:
         return (f"--out {out!r} already holds {' and '.join(held)}: pass --overwrite to replace it, "
                 "or choose another --out")

@@ -20,8 +20,8 @@ def add_demo_arguments(p):
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); the base model is kept "
                                                       "in <out>/base and reused by the next run")
     p.add_argument("--pretrain", action="store_true",
-                   help="pretrain the base here (about 1.5 minutes) instead of using the base shipped with the "
-                        "package (minilora/checkpoints/pydoc-s, made by this same recipe)")
+                   help="pretrain the base here (1.5-3.5 minutes on 2 quiet cores) instead of using the base "
+                        "shipped with the package (minilora/checkpoints/pydoc-s, made by this same recipe)")
     p.add_argument("--pretrain-steps", type=positive_int, default=d.pretrain_steps,
                    help=f"pretraining steps on pydoc (default {d.pretrain_steps})")
     p.add_argument("--finetune-steps", type=positive_int, default=d.finetune_steps,

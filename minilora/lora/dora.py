@@ -285,6 +285,7 @@ class DoRA(LoraVariant):
     """
 
     name = "dora"
+    supports_quantized_base = False   # the row norms need W0's entries
     norm_grad = "constant"
     delta_is_BA = False            # the rank tools (rank.py) must not read s·B·A as this layer's ΔW
     adapter_keys = ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector")

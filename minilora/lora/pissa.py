@@ -184,6 +184,7 @@ class ResidualLoRA(LoraVariant):
     """
 
     name = "residual"
+    supports_quantized_base = False   # the start is an SVD/QR of W0's entries
     delta_is_BA = False            # ΔW = s·(B A − B₀A₀): the rank tools must not read s·B·A as ΔW
 
     @classmethod

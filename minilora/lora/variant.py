@@ -134,6 +134,9 @@ class LoraVariant:
     # what `get_peft_model` builds for this variant ("module:attribute", or None: LoraModel); AdaLoRA
     # needs its own (a loss term and a rank allocator)
     model_class: str | None = None
+    # True if the forward only multiplies by W0 (X W0ᵀ, G W0), which a 4-bit base (minilora.quant)
+    # computes; False if it reads W0's entries (DoRA's row norms, PiSSA's residual, VeRA's shapes)
+    supports_quantized_base = True
 
     @classmethod
     def init(cls, layer: LoRALinear, init_lora_weights: bool | str) -> None:
