@@ -8,6 +8,8 @@ import pytest
 from minilora.cli import main
 from minilora.demo import DemoConfig, run_demo
 
+pytestmark = pytest.mark.slow   # the demo trains three models: `pytest -m "not slow"` skips it
+
 TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, pretrain_steps=12,
             finetune_steps=6, eval_batches=2, sample_tokens=8, r=2, lora_alpha=6.0)
 
