@@ -1,4 +1,4 @@
-"""`python -m minilora ...`: the command line (see minilora/cli.py)."""
+"""`python -m minilora ...`: the command line (see minilora/cli/)."""
 import sys
 
 from .cli import main

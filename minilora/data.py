@@ -86,8 +86,8 @@ CORPORA: dict[str, str] = {
 # --------------------------------------------------------------------------------------------------
 
 
-def _as_token_array(ids, what: str) -> np.ndarray:
-    """Validate integer ids in [0, 256) and return them as a 1-d ndarray (original integer dtype)."""
+def _as_token_array(ids, what: str, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
+    """Validate integer ids in [0, vocab_size) and return them as a 1-d ndarray (original integer dtype)."""
     arr = np.asarray(ids)
     if arr.ndim > 1:
         raise ValueError(f"{what}: expected a 1-d sequence of token ids, got shape {arr.shape} "
@@ -98,9 +98,9 @@ def _as_token_array(ids, what: str) -> np.ndarray:
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{what}: token ids must be integers, got dtype {arr.dtype}")
     lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= VOCAB_SIZE:
+    if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
-        raise ValueError(f"{what}: token ids must lie in [0, {VOCAB_SIZE}), got {bad}")
+        raise ValueError(f"{what}: token ids must lie in [0, {vocab_size}), got {bad}")
     return arr
 
 
@@ -256,9 +256,13 @@ class TokenDataset:
             integer array/sequence of token ids in [0, 256).
         val_fraction: fraction of the chunks held out, in [0, 1). 0 gives an empty validation split.
         n_chunks: number of chunks (default 64); the corpus needs at least ``n_chunks`` tokens.
+        vocab_size: 256 (bytes, the default) or a larger vocabulary (e.g. GPT-2's BPE, 50257): then
+            ``data`` must be token ids (encode text with the model's tokenizer first), stored as
+            uint16 (vocab_size <= 65536) or int32.
 
     Attributes:
-        tokens: uint8 array (N,), the whole corpus (compact storage; batches are int64).
+        tokens: uint8 array (N,), the whole corpus (compact storage; batches are int64); uint16 or
+            int32 for a larger vocab_size.
         boundaries: int64 array (n_chunks + 1,), chunk c is ``tokens[boundaries[c]:boundaries[c+1]]``.
         val_chunks: tuple of the validation chunk indices (sorted).
         train, val: uint8 arrays, the concatenated chunks of each split, in corpus order
@@ -269,8 +273,15 @@ class TokenDataset:
             a corpus shorter than ``n_chunks`` tokens, or ids outside [0, 256).
     """
 
-    def __init__(self, data, val_fraction: float = 0.1, n_chunks: int = 64):
-        if isinstance(data, str):
+    def __init__(self, data, val_fraction: float = 0.1, n_chunks: int = 64, vocab_size: int = VOCAB_SIZE):
+        vocab_size = _check_int(vocab_size, "vocab_size", VOCAB_SIZE)
+        if vocab_size > VOCAB_SIZE:
+            if isinstance(data, (str, bytes, bytearray, memoryview)):
+                raise TypeError(f"TokenDataset: with vocab_size={vocab_size}, data must be token ids: encode the "
+                                "text with the model's tokenizer first")
+            tokens = _as_token_array(data, "TokenDataset", vocab_size).astype(
+                np.uint16 if vocab_size <= 2**16 else np.int32)
+        elif isinstance(data, str):
             tokens = np.frombuffer(data.encode("utf-8"), dtype=np.uint8).copy()
         elif isinstance(data, (bytes, bytearray, memoryview)):
             tokens = np.frombuffer(bytes(data), dtype=np.uint8).copy()
@@ -316,7 +327,7 @@ class TokenDataset:
 
     def _gather(self, split: str) -> np.ndarray:
         parts = [self.tokens[a:b] for a, b in self._segments[split]]
-        out = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+        out = np.concatenate(parts) if parts else np.zeros(0, dtype=self.tokens.dtype)
         out.flags.writeable = False
         return out
 
@@ -418,7 +429,7 @@ class TokenDataset:
 # --------------------------------------------------------------------------------------------------
 
 
-def unigram_loss(tokens, reference_tokens=None) -> float:
+def unigram_loss(tokens, reference_tokens=None, vocab_size: int = VOCAB_SIZE) -> float:
     """Cross-entropy (nats per token) of a unigram byte model: the baseline a language model must beat.
 
     The model predicts every token with the same distribution p, the byte frequencies of
@@ -432,6 +443,7 @@ def unigram_loss(tokens, reference_tokens=None) -> float:
     Args:
         tokens: 1-d integer ids in [0, 256), shape (N,), N >= 1 (str is not accepted: encode first).
         reference_tokens: 1-d integer ids in [0, 256), shape (M,), M >= 0; default ``tokens``.
+        vocab_size: V, 256 for bytes; a larger vocabulary (GPT-2's BPE: 50257) smooths over V ids.
 
     Returns:
         a Python float > 0 (nats per token); below ln(256) when the reference distribution resembles
@@ -440,10 +452,10 @@ def unigram_loss(tokens, reference_tokens=None) -> float:
     Raises:
         ValueError: empty ``tokens``, non-integer ids or ids outside [0, 256).
     """
-    arr = _as_token_array(tokens, "unigram_loss")
+    arr = _as_token_array(tokens, "unigram_loss", vocab_size)
     if arr.size == 0:
         raise ValueError("unigram_loss: tokens is empty")
-    ref = arr if reference_tokens is None else _as_token_array(reference_tokens, "unigram_loss")
-    counts = np.bincount(ref.astype(np.int64), minlength=VOCAB_SIZE).astype(np.float64) + 1.0  # (V,)
+    ref = arr if reference_tokens is None else _as_token_array(reference_tokens, "unigram_loss", vocab_size)
+    counts = np.bincount(ref.astype(np.int64), minlength=vocab_size).astype(np.float64) + 1.0  # (V,)
     log_p = np.log(counts) - math.log(counts.sum())                                          # (V,)
     return float(-log_p[arr.astype(np.int64)].mean())

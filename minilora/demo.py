@@ -177,6 +177,9 @@ def run_demo(out_dir="runs/demo", cfg: DemoConfig | None = None, log=print, pret
     cfg = cfg or DemoConfig()
     out = _io.ensure_writable_dir(out_dir, "the demo's run folder")
     base_dir = _io.ensure_writable_dir(out / "base", "the demo's base folder")
+    if (out / "metrics.json").exists():
+        log(f"note: {out} holds an earlier demo's results (metrics.json, adapter/, loss_curves.png); this run "
+            "replaces them (the base in base/ is kept; --out elsewhere keeps both)")
     t_start = time.perf_counter()
     tok = ByteTokenizer()
     prose = TokenDataset(tok.encode(load_corpus("pydoc")))

@@ -31,6 +31,8 @@ __all__ = [
     "plot_loss_vs_rank",
     "plot_loss_curves",
     "plot_lines",
+    "plot_pareto",
+    "plot_latency_overhead",
     "plot_rank_allocation",
 ]
 
@@ -267,6 +269,76 @@ def plot_lines(series, path, title, xlabel, ylabel, logx=False, logy=False, hlin
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    return _save_atomic(fig, path)
+
+
+def plot_pareto(rows, path, base_loss=None, title="Validation loss vs trainable parameters") -> str:
+    """The LoRA-vs-baselines Pareto plot: trainable parameters (log x) against validation loss,
+    one colour per method family, the Pareto front as a dashed line (`minilora compare`).
+
+    Args: ``rows`` non-empty list of dicts with "method", "family", "trainable_params" (> 0),
+    "code_val" (finite); ``path``; ``base_loss`` None or the base model's loss (a gray line).
+    Returns: ``path`` as str. Raises: ValueError for no rows or a row without those keys.
+    """
+    fn = "plot_pareto"
+    if not rows or not all(isinstance(r, dict) and {"method", "family", "trainable_params", "code_val"} <= set(r)
+                           for r in rows):
+        raise ValueError(f"{fn}: rows must be a non-empty list of dicts with method, family, trainable_params, "
+                         "code_val")
+    fig, (ax,) = _new_figure(width=8.0, height=5.0)
+    for fam in dict.fromkeys(r["family"] for r in rows):
+        pts = [r for r in rows if r["family"] == fam]
+        ax.scatter([r["trainable_params"] for r in pts], [r["code_val"] for r in pts], label=fam, s=36)
+        for r in pts:
+            ax.annotate(r["method"], (r["trainable_params"], r["code_val"]), fontsize=6, alpha=0.7,
+                        xytext=(3, 3), textcoords="offset points")
+    front = sorted((r["trainable_params"], r["code_val"]) for r in rows)
+    best, line = np.inf, []
+    for x, y in front:
+        if y < best:
+            best = y
+            line.append((x, y))
+    ax.plot([p[0] for p in line], [p[1] for p in line], "k--", linewidth=1, label="Pareto front")
+    if base_loss is not None:
+        ax.axhline(float(base_loss), linestyle=":", color="gray", label="base model")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("validation loss on code (nats/byte)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save_atomic(fig, path)
+
+
+def plot_latency_overhead(overhead, batch_sizes, seq_lens, path, title="Inference latency over the base model") -> str:
+    """Table 1 of the LoRA paper as a figure: % latency over the base model against batch size,
+    one panel per sequence length, one line per model (`minilora latency`).
+
+    Args: ``overhead`` dict model -> array (len(seq_lens), len(batch_sizes)) of percentages;
+    ``batch_sizes``, ``seq_lens`` lists of ints; ``path``. Returns: ``path`` as str.
+    Raises: ValueError for an empty dict or an array of another shape (named).
+    """
+    fn = "plot_latency_overhead"
+    _check_mapping(overhead, "overhead", fn)
+    fig, axes = _new_figure(ncols=len(seq_lens), width=4.0, height=3.6)
+    for model, table in overhead.items():
+        a = np.asarray(table, dtype=float)
+        if a.shape != (len(seq_lens), len(batch_sizes)):
+            raise ValueError(f"{fn}: overhead[{model!r}] has shape {a.shape}, expected "
+                             f"{(len(seq_lens), len(batch_sizes))}")
+        for ax, row in zip(axes, a, strict=True):
+            ax.plot(batch_sizes, row, marker="o", label=str(model))
+    for ax, T in zip(axes, seq_lens, strict=True):
+        ax.axhline(0.0, color="gray", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batch_sizes)
+        ax.set_xticklabels([str(b) for b in batch_sizes])
+        ax.set_xlabel("batch size")
+        ax.set_title(f"sequence length {T}")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("% latency over the base model")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(title)
     return _save_atomic(fig, path)
 
 

@@ -24,7 +24,8 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
 
 
-def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_k=None, seed=None) -> str:
+def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_k=None, seed=None,
+                  tokenizer=None) -> str:
     """The prompt followed by max_new_tokens sampled bytes, decoded and made terminal-safe.
 
     Args:
@@ -32,19 +33,21 @@ def generate_text(model, prompt: str, max_new_tokens: int, temperature=0.8, top_
             (a GPT or a LoraModel); it crops the context to its block_size itself.
         prompt: text to continue ("" is read as a newline).
         max_new_tokens, temperature, top_k, seed: passed to `model.generate` (which validates them).
+        tokenizer: None (bytes: `ByteTokenizer`) or any object with encode(str) -> ids and
+            decode(ids) -> str matching the model's vocabulary (e.g. `bpe.GPT2Tokenizer`).
     Returns:
         str (bytes that are not valid UTF-8 become U+FFFD; control characters too, see `printable`).
     Raises:
         TypeError: ``prompt`` is not a str; whatever `model.generate` raises for bad sampling settings.
     """
-    tok = ByteTokenizer()
+    tok = tokenizer or ByteTokenizer()
     ids = tok.encode(prompt or "\n")[None, :]                     # (1, T0)
     out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     return printable(tok.decode(out[0]))
 
 
 def generate_with_adapters(base, specs, prompt: str, max_new_tokens: int, temperature=0.8, top_k=None,
-                           seed=None) -> list[tuple[str, str]]:
+                           seed=None, tokenizer=None) -> list[tuple[str, str]]:
     """[(adapter name, text)]: the prompt continued once per adapter, all rows in ONE mixed-adapter batch.
 
     Args:
@@ -52,7 +55,7 @@ def generate_with_adapters(base, specs, prompt: str, max_new_tokens: int, temper
         specs: non-empty list of "PATH" (one adapter, named "default") or "NAME=PATH" (required when
             there are several); "__base__=" adds a row with no adapter. Adapter folders are those of
             `save_adapter` / `minilora finetune`.
-        prompt, max_new_tokens, temperature, top_k, seed: as `generate_text`. Row i uses adapter i
+        prompt, max_new_tokens, temperature, top_k, seed, tokenizer: as `generate_text`. Row i uses adapter i
             (lora/adapters.py, `LoraModel.mixed_batch`); with temperature 0 each row is exactly what
             its adapter alone would give.
     Raises:
@@ -88,8 +91,8 @@ def generate_with_adapters(base, specs, prompt: str, max_new_tokens: int, temper
         raise ValueError("name at least one adapter folder besides __base__")
     model.eval()
     if len(pairs) == 1:
-        return [(names[0], generate_text(model, prompt, max_new_tokens, temperature, top_k, seed))]
-    tok = ByteTokenizer()
+        return [(names[0], generate_text(model, prompt, max_new_tokens, temperature, top_k, seed, tokenizer))]
+    tok = tokenizer or ByteTokenizer()
     ids = tok.encode(prompt or "\n")[None, :].repeat(len(names), axis=0)       # (K, T0): one row per adapter
     with model.mixed_batch(names):
         out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)

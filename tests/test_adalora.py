@@ -26,6 +26,7 @@ from minilora.lora.adalora import (
     orth_regularizer,
     orth_regularizer_composed,
 )
+from minilora.lora.functional import lora_groups
 from minilora.lora.rank_allocator import budget_schedule, importance_update, triplet_scores
 from minilora.nn import GPT, GPTConfig, Linear
 from minilora.tensor import Tensor
@@ -83,7 +84,7 @@ def test_adalora_op_hand_equals_composed_equals_central_differences(case, train_
     # the dense reference: y = x W0ᵀ + b + x̃ ΔWᵀ with ΔW = s · P diag(λ) Q on each group's rows
     xt = x if mask is None else x * mask / keep
     dW = np.zeros_like(W0)
-    for _, a_rows, b_rows, rows in R.lora_groups(slices, A.shape[0] // (1 if slices is None else len(slices)),
+    for _, a_rows, b_rows, rows in lora_groups(slices, A.shape[0] // (1 if slices is None else len(slices)),
                                                    W0.shape[0]):
         dW[rows] = s * B[b_rows] @ np.diag(E[a_rows, 0]) @ A[a_rows]
     np.testing.assert_allclose(y_hand, x @ W0.T + b + xt @ dW.T, atol=1e-12, rtol=1e-12)
@@ -288,12 +289,16 @@ def test_adapter_round_trip_restores_masks_and_refuses_wrong_keys(tmp_path):
     meta = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert meta["peft_type"] == "ADALORA" and meta["variant"] == "adalora" and meta["rank_pattern"] == pattern
     # an AdaLoRA file whose λ key is PEFT's bare `lora_E` (no `.weight`): refused, naming both keys
-    raw = dict(np.load(tmp_path / "a" / "adapter_model.npz"))
-    key = "transformer.h.0.attn.c_attn.lora_E.weight"
+    from safetensors.numpy import load_file, save_file
+
+    from minilora import io as mio
+    raw = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))      # keys with PEFT's base_model.model.
+    key = "base_model.model.transformer.h.0.attn.c_attn.lora_E.weight"
     raw[key[:-len(".weight")]] = raw.pop(key)
-    np.savez(tmp_path / "a" / "adapter_model.npz", **raw)
-    meta["adapter_fingerprint"] = None
-    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(meta))
+    save_file(raw, str(tmp_path / "a" / "adapter_model.safetensors"))
+    side = json.loads((tmp_path / "a" / "minilora_adapter.json").read_text())
+    side["adapter_fingerprint"] = mio.fingerprint(raw)
+    (tmp_path / "a" / "minilora_adapter.json").write_text(json.dumps(side))
     with pytest.raises(ValueError, match=r"missing keys \['transformer.h.0.attn.c_attn.lora_E.weight'\], "
                                          r"unexpected keys \['transformer.h.0.attn.c_attn.lora_E'\]"):
         m2.load_adapter(tmp_path / "a")

@@ -8,6 +8,8 @@ import pytest
 from minilora.cli import main
 from minilora.demo import DemoConfig, run_demo
 
+pytestmark = pytest.mark.slow   # the demo trains three models: `pytest -m "not slow"` skips it
+
 TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, pretrain_steps=12,
             finetune_steps=6, eval_batches=2, sample_tokens=8, r=2, lora_alpha=6.0)
 
@@ -25,7 +27,7 @@ def test_demo_writes_metrics_adapter_and_plot(demo_run):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["methods"] == metrics["methods"]
     assert (out / "adapter" / "adapter_config.json").exists()
-    assert (out / "adapter" / "adapter_model.npz").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert (out / "loss_curves.png").stat().st_size > 1000
     assert (out / "base" / "latest.json").exists()
 
@@ -70,7 +72,7 @@ def test_finetune_cli_lora_and_full(tmp_path, capsys):
     common = ["finetune", "--base", str(base), "--corpus", "stdlib", "--steps", "4", "--batch-size", "4",
               "--eval-batches", "2", "--quiet"]
     assert main(common + ["--r", "2", "--lora-alpha", "5", "--out", str(tmp_path / "lora")]) == 0
-    assert (tmp_path / "lora" / "adapter" / "adapter_model.npz").exists()
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").exists()
     assert "trainable params: " in capsys.readouterr().out
     assert main(common + ["--full", "--out", str(tmp_path / "full")]) == 0
     assert (tmp_path / "full" / "latest.json").exists()
@@ -102,12 +104,14 @@ def test_demo_starts_from_a_matching_shipped_base_and_says_so(tmp_path, monkeypa
     lines = []
     m = run_demo(run, cfg, log=lines.append)
     assert m["base_source"] == "shipped"
+    assert not any("replaces them" in s for s in lines)                           # nothing to replace yet
     assert any("shipped with minilora" in s and "--pretrain" in s for s in lines)
     assert not any(s.startswith(pretraining) for s in lines)                       # no pretraining ran
     assert (run / "base" / "ckpt-000012.npz").read_bytes() == (shipped / "ckpt-000012.npz").read_bytes()
 
     lines = []
     again = run_demo(run, cfg, log=lines.append, pretrain=True)                    # --pretrain: pretrains here
+    assert any(s.startswith("note: ") and "replaces them" in s for s in lines)     # the first run's results
     assert again["base_source"] == "pretrained" and any(s.startswith(pretraining) for s in lines)
     assert again["base"] == m["base"] and again["methods"] == [                    # the recipe reproduces the base
         {**row, "ms_per_step": r2["ms_per_step"]} for row, r2 in zip(m["methods"], again["methods"], strict=True)]

@@ -308,7 +308,8 @@ def test_real_ctrl_c_ends_with_the_score(tmp_path):
         assert line, p.stderr.read()
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
+        p.wait(timeout=30)     # stdin stays open: communicate() would close it, and EOF could win the race
+        out, err = p.stdout.read(), p.stderr.read()
     finally:
         p.kill()
     assert p.returncode == 130 and "interrupted" in out and "score: 0/0 answered" in out

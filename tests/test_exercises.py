@@ -543,3 +543,31 @@ def test_cli_without_hypothesis_prints_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs hypothesis" in lines[0] and "pip install" in lines[0]
+
+
+def test_adapter_backward_without_the_skip_path():
+    def adapter_backward(h, W_down, b_down, W_up, b_up, g):
+        z = h @ W_down.T + b_down
+        dz = (g @ W_up) * (z > 0)
+        return dz @ W_down, dz.T @ h, dz.sum(0), g.T @ np.maximum(z, 0), g.sum(0)
+    _fails("adapter_backward", adapter_backward, "output 'dh' is wrong", "skip connection")
+
+
+def test_adapter_backward_without_the_relu_derivative():
+    def adapter_backward(h, W_down, b_down, W_up, b_up, g):
+        z = h @ W_down.T + b_down
+        dz = g @ W_up
+        return g + dz @ W_down, dz.T @ h, dz.sum(0), g.T @ np.maximum(z, 0), g.sum(0)
+    _fails("adapter_backward", adapter_backward, "derivative is missing")
+
+
+def test_prefix_attention_mask_with_an_unshifted_triangle():
+    def prefix_attention_mask(T, P):
+        return np.tril(np.ones((T, P + T), dtype=bool))
+    _fails("prefix_attention_mask", prefix_attention_mask, "hides prefix slots")
+
+
+def test_prefix_attention_mask_with_the_prefix_hidden():
+    def prefix_attention_mask(T, P):
+        return np.concatenate([np.zeros((T, P), bool), np.tril(np.ones((T, T), bool))], axis=1)
+    _fails("prefix_attention_mask", prefix_attention_mask, "visible to every token")

@@ -22,6 +22,8 @@ from minilora.experiments.planted_rank import planted_rank, planted_swap, swap_p
 from minilora.experiments.rank_sweep import rank_sweep
 from minilora.experiments.subspace import subspace_experiment
 
+pytestmark = pytest.mark.slow   # each experiment trains small models: `pytest -m "not slow"` skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "minilora" / "experiments"
 

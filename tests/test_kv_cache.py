@@ -124,3 +124,16 @@ def test_cached_generation_does_not_grow_the_mask_cache():
     before = len(fused_attention._CAUSAL)
     m.generate(np.array([[1, 2]]), 40, temperature=0)
     assert len(fused_attention._CAUSAL) == before
+
+
+def test_prompt_tuning_models_generate_without_the_cache():
+    """minilora.peft models call GPT.generate with their own forward (virtual tokens take positions):
+    the cache is skipped for them, and use_cache=True gives exactly use_cache=False's tokens."""
+    from minilora.peft import PromptTuningConfig
+    from minilora.peft import get_peft_model as get_baseline_model
+
+    m = get_baseline_model(_model(block_size=24), PromptTuningConfig(num_virtual_tokens=3))
+    idx = np.array([[1, 2, 3]])
+    out = m.generate(idx, 6, temperature=0)
+    assert out.shape == (1, 9)
+    np.testing.assert_array_equal(out, m.generate(idx, 6, temperature=0, use_cache=False))

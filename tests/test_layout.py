@@ -23,10 +23,10 @@ PKG = ROOT / "minilora"
 LAYERS = {
     "io": 0, "perf": 0,
     "function": 1, "tensor": 1, "ops": 1, "gradcheck": 1,
-    "nn": 2, "optim": 2, "data": 2,
-    "lora": 3, "rank": 3, "sampling": 3, "quant": 3,
-    "checkpoint": 4, "train": 4, "finetune": 4, "plots": 4, "costs": 4,
-    "checkpoints": 5, "experiments": 5, "demo": 5, "exercises": 5, "drill": 5,
+    "nn": 2, "optim": 2, "data": 2, "bpe": 2,
+    "lora": 3, "rank": 3, "sampling": 3, "quant": 3, "peft": 3,
+    "checkpoint": 4, "train": 4, "finetune": 4, "plots": 4, "costs": 4, "bases": 4,
+    "checkpoints": 5, "experiments": 5, "demo": 5, "exercises": 5, "drill": 5, "comparison": 5, "latency": 5,
     "cli": 6, "__main__": 6, "__init__": 6,
 }
 LINE_BUDGET = 600
@@ -106,7 +106,8 @@ def test_the_named_rules_of_the_architecture():
         assert not tops & {"nn", "lora", "train", "cli", "plots", "rank", "experiments"}, (name, tops)
     for path in (PKG / "nn").glob("*.py"):
         assert "lora" not in _imported_tops(path), path
-    assert "plots" not in _imported_tops(PKG / "rank.py")
+    for path in (PKG / "rank").glob("*.py"):
+        assert "plots" not in _imported_tops(path), path
 
 
 def test_only_plots_imports_matplotlib():
@@ -151,3 +152,20 @@ def test_ruff_is_clean():
     res = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_no_module_shadows_a_name_the_package_exports():
+    """The first import of minilora.<sub> sets the attribute minilora.<sub> to the module, so a module
+    named like an exported function and loaded after the package (a `compare.py` next to
+    `minilora.compare`, the gradient table) silently replaces the function for everyone once anything
+    imports it. Import every module in a fresh interpreter and check that every export survives."""
+    code = (
+        "import importlib, pkgutil, minilora\n"
+        "before = {n: getattr(minilora, n) for n in dir(minilora) if not n.startswith('_')}\n"
+        "for m in pkgutil.walk_packages(minilora.__path__, 'minilora.'):\n"
+        "    if not m.name.endswith('__main__') and '.stubs.' not in m.name and '.solutions.' not in m.name:\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted(n for n, v in before.items() if getattr(minilora, n) is not v))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", f"exports replaced by a module of the same name: {res.stdout}"

@@ -38,6 +38,33 @@ def logits(model, x):
         return model(x)[0].data
 
 
+def file_tensors(path):
+    """The tensors of an adapter folder's safetensors file under the model's names (PEFT's prefix and
+    `base_layer.` removed)."""
+    from safetensors.numpy import load_file
+    return {k.removeprefix("base_model.model.").replace(".base_layer.", "."): v
+            for k, v in load_file(str(path / "adapter_model.safetensors")).items()}
+
+
+def side(path):
+    return json.loads((path / "minilora_adapter.json").read_text())
+
+
+def write_v1(path, model, tensors, **fields):
+    """An adapter folder as minilora wrote it before format_version 2 (npz, minilora's fields in
+    adapter_config.json), with `fields` added to its config."""
+    for f in ("adapter_model.safetensors", "minilora_adapter.json"):
+        (path / f).unlink(missing_ok=True)
+    meta = dict(model.peft_config.to_dict(), peft_type="LORA", format_version=1,
+                base_model_fingerprint=model.base_fingerprint, adapter_fingerprint=mio.fingerprint(tensors),
+                target_names=list(model.lora_module_names), dtype=str(model.dtype), **fields)
+    for k in ("rank_pattern", "alpha_pattern", "layers_to_transform", "layers_pattern", "exclude_modules"):
+        meta.pop(k)                                        # fields that came with format_version 2
+    mio.save_npz_atomic(path / "adapter_model.npz", tensors)
+    mio.save_json_atomic(path / "adapter_config.json", meta)
+    return meta
+
+
 def train(model, steps=4, lr=0.05):
     model.train()
     opt = AdamW(model.trainable_parameters(), lr=lr)
@@ -62,10 +89,8 @@ def test_every_bias_mode_round_trips_with_equal_logits(tmp_path, bias, targets):
     else:                                                    # the fault needs trained biases to show
         assert moved and all(model.get_parameter(n).requires_grad for n in moved)
     model.save_adapter(tmp_path)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
-    assert sorted(meta["bias_keys"]) == sorted(moved)
-    with np.load(tmp_path / "adapter_model.npz") as z:
-        assert set(moved) <= set(z.files)
+    assert sorted(side(tmp_path)["bias_keys"]) == sorted(moved)
+    assert set(moved) <= set(file_tensors(tmp_path))
     x, _ = batch(99)
     with warnings.catch_warnings():
         warnings.simplefilter("error")                       # same base: no warning of any kind
@@ -79,7 +104,7 @@ def test_lora_only_saves_the_adapted_layers_biases_and_all_saves_every_bias(tmp_
     for bias, expect in [("lora_only", ["transformer.h.0.attn.c_attn.bias", "transformer.h.1.attn.c_attn.bias"]),
                          ("all", [n for n, _ in gpt().named_parameters() if n.endswith("bias")])]:
         get_peft_model(gpt(), LoraConfig(r=2, bias=bias)).save_adapter(tmp_path / bias)
-        assert json.loads((tmp_path / bias / "adapter_config.json").read_text())["bias_keys"] == expect
+        assert side(tmp_path / bias)["bias_keys"] == expect
     assert "transformer.ln_f.bias" in expect                 # loralib's "all": LayerNorm biases too
 
 
@@ -89,10 +114,7 @@ def test_an_older_file_without_biases_still_loads_and_says_so(tmp_path, bias):
     model.save_adapter(tmp_path)
     cfg, meta, tensors = read_adapter(tmp_path)
     old = {k: v for k, v in tensors.items() if ".lora_" in k}            # what the old writer stored
-    del meta["bias_keys"]
-    meta["adapter_fingerprint"] = mio.fingerprint(old)
-    mio.save_npz_atomic(tmp_path / "adapter_model.npz", old)
-    mio.save_json_atomic(tmp_path / "adapter_config.json", meta)
+    write_v1(tmp_path, model, old)
     with pytest.warns(UserWarning, match="before adapters stored their trained biases"):
         again = load_lora_model(gpt(), tmp_path)
     for k, v in old.items():
@@ -102,9 +124,9 @@ def test_an_older_file_without_biases_still_loads_and_says_so(tmp_path, bias):
 def test_an_older_file_of_bias_none_loads_silently(tmp_path):
     model = train(get_peft_model(gpt(), LoraConfig(r=2)))
     model.save_adapter(tmp_path)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
-    del meta["bias_keys"], meta["variant"]                                # written before both existed
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    meta = write_v1(tmp_path, model, read_adapter(tmp_path)[2])
+    del meta["variant"]                                                   # written before it existed
+    mio.save_json_atomic(tmp_path / "adapter_config.json", meta)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = load_lora_model(gpt(), tmp_path)
@@ -113,13 +135,14 @@ def test_an_older_file_of_bias_none_loads_silently(tmp_path):
 
 
 def test_bias_keys_naming_absent_tensors_are_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
     get_peft_model(gpt(), LoraConfig(r=2, bias="lora_only")).save_adapter(tmp_path)
-    t = mio.load_npz(tmp_path / "adapter_model.npz")
-    t.pop("transformer.h.0.attn.c_attn.bias")
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    t = load_file(str(tmp_path / "adapter_model.safetensors"))
+    t.pop("base_model.model.transformer.h.0.attn.c_attn.base_layer.bias")
+    meta = side(tmp_path)
     meta["adapter_fingerprint"] = mio.fingerprint(t)
-    mio.save_npz_atomic(tmp_path / "adapter_model.npz", t)
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    save_file(t, str(tmp_path / "adapter_model.safetensors"))
+    mio.save_json_atomic(tmp_path / "minilora_adapter.json", meta)
     with pytest.raises(ValueError, match=r"lists bias tensors \['transformer\.h\.0\.attn\.c_attn\.bias'\]"):
         load_lora_model(gpt(), tmp_path)
 
@@ -137,8 +160,7 @@ def test_two_peft_models_on_one_gpt_each_save_and_load_their_own(tmp_path, first
     m1.save_adapter(tmp_path / "one")
     m2.save_adapter(tmp_path / "two")
     for m, d in ((m1, "one"), (m2, "two")):
-        with np.load(tmp_path / d / "adapter_model.npz") as z:
-            assert {k.rsplit(".", 2)[0] for k in z.files} == set(m.lora_module_names)
+        assert {k.rsplit(".", 2)[0] for k in file_tensors(tmp_path / d)} == set(m.lora_module_names)
     # each file loads on a fresh base; both together rebuild the shared model exactly
     fresh = gpt()
     with warnings.catch_warnings():

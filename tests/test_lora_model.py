@@ -223,12 +223,14 @@ def test_save_load_round_trip_bit_exact(tmp_path):
     model = _trained(np.float32, target_modules=["c_attn", "c_fc"])
     model.save_adapter(tmp_path / "ad")
     files = sorted(p.name for p in (tmp_path / "ad").iterdir())
-    assert files == ["adapter_config.json", "adapter_model.npz"]
-    meta = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
-    assert meta["r"] == 2 and meta["peft_type"] == "LORA" and len(meta["base_model_fingerprint"]) == 64
-    with np.load(tmp_path / "ad" / "adapter_model.npz") as z:
-        assert sorted(z.files) == sorted(lora_state_dict(model))
-        assert "transformer.h.0.attn.c_attn.lora_A.weight" in z.files
+    assert files == ["adapter_config.json", "adapter_model.safetensors", "minilora_adapter.json"]
+    peft = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    meta = json.loads((tmp_path / "ad" / "minilora_adapter.json").read_text())
+    assert peft["r"] == 2 and peft["peft_type"] == "LORA" and len(meta["base_model_fingerprint"]) == 64
+    from safetensors.numpy import load_file
+    keys = list(load_file(str(tmp_path / "ad" / "adapter_model.safetensors")))
+    assert sorted(keys) == sorted("base_model.model." + k for k in lora_state_dict(model))
+    assert "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight" in keys
     other = get_peft_model(gpt(np.float32), LoraConfig(r=2, target_modules=["c_attn", "c_fc"]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")                     # same base: no fingerprint warning
@@ -274,7 +276,8 @@ def test_fingerprint_mismatch_warns_and_mismatched_files_refused(tmp_path):
     with pytest.warns(UserWarning, match="different base model"):
         other_base.load_adapter(tmp_path / "a")
     _trained(seed=5).save_adapter(tmp_path / "b")
-    (tmp_path / "b" / "adapter_model.npz").write_bytes((tmp_path / "a" / "adapter_model.npz").read_bytes())
+    (tmp_path / "b" / "adapter_model.safetensors").write_bytes((tmp_path / "a" / "adapter_model.safetensors")
+                                                               .read_bytes())
     with pytest.raises(ValueError, match="does not match"):
         other_base.load_adapter(tmp_path / "b")
 
@@ -282,11 +285,16 @@ def test_fingerprint_mismatch_warns_and_mismatched_files_refused(tmp_path):
 def test_peft_prefixed_keys_accepted_and_merged_load_refused(tmp_path):
     from minilora import io as mio
     model = _trained()
-    model.save_adapter(tmp_path)
-    t = mio.load_npz(tmp_path / "adapter_model.npz")
+    model.save_adapter(tmp_path)                           # an older (npz) folder whose keys carry PEFT's prefix
+    from minilora.lora import read_adapter
+    _, _, t = read_adapter(tmp_path)
+    meta = dict(model.peft_config.to_dict(), peft_type="LORA", format_version=1, dtype=str(model.dtype),
+                base_model_fingerprint=model.base_fingerprint)
+    for k in ("rank_pattern", "alpha_pattern", "layers_to_transform", "layers_pattern", "exclude_modules"):
+        meta.pop(k)
+    for f in ("adapter_model.safetensors", "minilora_adapter.json"):
+        (tmp_path / f).unlink()
     mio.save_npz_atomic(tmp_path / "adapter_model.npz", {"base_model.model." + k: v for k, v in t.items()})
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
-    del meta["adapter_fingerprint"]
     (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
     other = get_peft_model(gpt(), LoraConfig(r=2))
     other.load_adapter(tmp_path)
@@ -303,7 +311,7 @@ def test_fingerprint_survives_merge_unmerge_drift(tmp_path):
         model.merge_adapter()
         model.unmerge_adapter()
     model.save_adapter(tmp_path)
-    assert json.loads((tmp_path / "adapter_config.json").read_text())["base_model_fingerprint"] == fp
+    assert json.loads((tmp_path / "minilora_adapter.json").read_text())["base_model_fingerprint"] == fp
 
 
 # ----------------------------------------------------------------------------- fine-tuning

@@ -168,7 +168,7 @@ def test_generate_in_a_mixed_batch_is_each_adapter_alone_greedy(row_gain):
 def test_named_adapters_save_in_peft_layout_and_load_bit_exact(row_gain, tmp_path):
     model = _three()
     model.save_adapter(tmp_path)
-    assert (tmp_path / "adapter_model.npz").exists() and (tmp_path / "gain" / "adapter_config.json").exists()
+    assert (tmp_path / "adapter_model.safetensors").exists() and (tmp_path / "gain" / "adapter_config.json").exists()
     assert json.loads((tmp_path / "vera" / "adapter_config.json").read_text())["peft_type"] == "VERA"
     again = load_lora_model(GPT(CFG, dtype=np.float64, seed=3), tmp_path).eval()
     again.load_adapter(tmp_path / "gain", adapter_name="gain")
@@ -253,10 +253,11 @@ def test_each_named_adapter_merges_exactly(row_gain):
 
 
 def test_one_default_adapter_saves_as_before(tmp_path):
-    """No subfolders, the same two files: a single-adapter model's file format is unchanged."""
+    """No subfolders, the files of a single adapter: a single-adapter model's file format is unchanged."""
     model = get_peft_model(GPT(CFG, seed=0), LoraConfig(r=2))
     model.save_adapter(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                          "minilora_adapter.json"]
     renamed = get_peft_model(GPT(CFG, seed=0), LoraConfig(r=2), adapter_name="code")
     renamed.save_adapter(tmp_path / "r")
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["code"]      # PEFT: only "default" at the root

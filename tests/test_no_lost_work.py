@@ -101,7 +101,7 @@ def test_finetune_replaces_an_adapter_or_checkpoint_only_with_overwrite(base, tm
     if full:
         assert load_checkpoint(out)["step"] == 2 and load_checkpoint(out)["model_class"] == "GPT"
     else:
-        assert (out / "adapter" / "adapter_model.npz").exists()
+        assert (out / "adapter" / "adapter_model.safetensors").exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -372,3 +372,52 @@ def test_a_real_sigkill_mid_save_leaves_a_temp_file_that_the_next_save_removes(b
     save_checkpoint(base, load_model(base), None, 5)
     assert not [n for n in os.listdir(base) if n.endswith(".tmp")]
     assert json.loads((base / "latest.json").read_text())["step"] == 5
+
+
+# --------------------------------------------------------------------------------------------------
+# a run that fails leaves its --out reusable; every variant with a 4-bit base trains or is refused
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", [["--lr", "1e9", "--steps", "20"], ["--r", "1000"], ["--target-modules", "nosuch"],
+                                     ["--block-size", "1000"]])
+def test_a_failed_finetune_leaves_its_out_reusable(base, tmp_path, capsys, failure):
+    """A failed run (divergence, bad options found late) used to leave an empty <out>/adapter that the
+    next run, with the fix the message advised, took for an adapter and refused without --overwrite."""
+    out = tmp_path / "ft"
+    assert main(["finetune", "--base", str(base), "--corpus", "pydoc", "--out", str(out), *FT, *failure]) == 2
+    capsys.readouterr()
+    assert main(["finetune", "--base", str(base), "--corpus", "pydoc", "--out", str(out), *FT]) == 0
+    assert (out / "adapter" / "adapter_config.json").exists()
+
+
+def _variant_flags():
+    from minilora.lora.variant import VARIANTS
+    flags = [["--variant", v] for v in sorted(VARIANTS) if v != "residual"]   # residual is chosen by its start
+    return flags + [["--use-dora"], ["--init-lora-weights", "pissa"], ["--init-lora-weights", "olora"]]
+
+
+@pytest.mark.parametrize("flags", _variant_flags(), ids=lambda f: "_".join(f).lstrip("-"))
+def test_every_variant_on_a_4_bit_base_trains_or_is_refused_in_one_line(base, tmp_path, capsys, flags):
+    """VeRA on --quantize nf4 crashed with a traceback deep in the 4-bit weight; each variant must
+    either train on the 4-bit base or be refused before training, naming the flag the user typed."""
+    out = tmp_path / "q"
+    extra = ["--r", "2"] + (["--init-r", "4", "--target-r", "2"] if "adalora" in flags else [])
+    code = main(["finetune", "--base", str(base), "--corpus", "pydoc", "--out", str(out), *FT, *extra,
+                 "--quantize", "nf4", *flags])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err
+    if code == 2:
+        assert err.count("\n") == 1 and ("nf4" in err or "--quantize" in err), err
+        assert not (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """`minilora drill --list | head -1` printed 'error: [Errno 32] Broken pipe' and exited 2."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen([sys.executable, "-m", "minilora", "drill", "--seed", "0", "--count", "40", "--explain"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.readline()
+    p.stdout.close()                     # the reader goes away, as `head -1` does
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and err == "", err

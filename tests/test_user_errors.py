@@ -150,19 +150,20 @@ def _saved_adapter(tmp_path, r=4):
     return model, tmp_path / "ad"
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({"peft_type": "PREFIX_TUNING"}, "only LORA"),
-    ({"format_version": 99}, "format_version"),
-    ({"r": 2}, "inconsistent"),
-    ({"r": 8}, "inconsistent"),
-    ({"dtype": "float64"}, "inconsistent"),
+@pytest.mark.parametrize("file, edit, match", [
+    ("adapter_config.json", {"peft_type": "PREFIX_TUNING"}, "only LORA"),
+    ("minilora_adapter.json", {"format_version": 99}, "format_version"),
+    ("adapter_config.json", {"r": 2}, "inconsistent"),
+    ("adapter_config.json", {"r": 8}, "inconsistent"),
+    ("adapter_config.json", {"lora_alpha": 3}, "inconsistent"),
+    ("minilora_adapter.json", {"dtype": "float64"}, "inconsistent"),
 ])
-def test_an_adapter_config_that_contradicts_its_tensors_is_refused(tmp_path, edit, match):
+def test_an_adapter_config_that_contradicts_its_tensors_is_refused(tmp_path, file, edit, match):
     import json
     model, path = _saved_adapter(tmp_path)
-    cfg = json.loads((path / "adapter_config.json").read_text())
+    cfg = json.loads((path / file).read_text())
     cfg.update(edit)
-    (path / "adapter_config.json").write_text(json.dumps(cfg))
+    (path / file).write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=match):
         model.load_adapter(path)
 

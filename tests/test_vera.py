@@ -29,6 +29,26 @@ from minilora.tensor import Tensor
 CFG = GPTConfig(vocab_size=256, block_size=8, n_layer=2, n_head=2, n_embd=12)
 
 
+def _file_tensors(path):
+    """The adapter file's tensors under the model's names (PEFT's `base_model.model.` prefix removed)."""
+    from safetensors.numpy import load_file
+    raw = load_file(str(path / "adapter_model.safetensors"))
+    return {k.removeprefix("base_model.model."): v for k, v in raw.items()}
+
+
+def _rewrite(path, edit):
+    """Apply edit(tensors under the model's names) to the adapter file, keeping minilora_adapter.json's
+    adapter_fingerprint in step (so only the edit itself can be refused)."""
+    from safetensors.numpy import save_file
+    z = _file_tensors(path)
+    edit(z)
+    raw = {"base_model.model." + k: v for k, v in z.items()}
+    save_file(raw, str(path / "adapter_model.safetensors"))
+    meta = json.loads((path / "minilora_adapter.json").read_text())
+    meta["adapter_fingerprint"] = mio.fingerprint(raw)
+    (path / "minilora_adapter.json").write_text(json.dumps(meta))
+
+
 def _model(**kw):
     cfg = VeraConfig(**dict(dict(r=4, target_modules=("c_attn", "c_fc", "mlp.c_proj"), init_lora_weights=False), **kw))
     return get_peft_model(GPT(CFG, dtype=np.float64, seed=3), cfg)
@@ -147,9 +167,9 @@ def test_save_load_bit_exact(tmp_path, save_projection):
     model.save_adapter(tmp_path)
     meta = json.loads((tmp_path / "adapter_config.json").read_text())
     assert meta["peft_type"] == "VERA" and meta["projection_prng_key"] == 11 and meta["d_initial"] == 0.1
-    with np.load(tmp_path / "adapter_model.npz") as z:
-        assert ("vera_A" in z.files) == save_projection
-        assert "transformer.h.0.attn.c_attn.vera_lambda_b" in z.files
+    z = _file_tensors(tmp_path)
+    assert ("vera_A" in z) == save_projection
+    assert "transformer.h.0.attn.c_attn.vera_lambda_b" in z
     again = load_lora_model(GPT(CFG, dtype=np.float64, seed=3), tmp_path).eval()
     assert isinstance(again.peft_config, VeraConfig)
     x = np.random.default_rng(1).integers(0, 256, (2, 8))
@@ -161,12 +181,7 @@ def test_the_file_projection_wins_over_the_generator(tmp_path):
     """With save_projection the stored pair is used, whatever the generator would draw now."""
     model = _model()
     model.save_adapter(tmp_path)
-    z = dict(mio.load_npz(tmp_path / "adapter_model.npz"))
-    z["vera_A"] = z["vera_A"] * 2
-    mio.save_npz_atomic(tmp_path / "adapter_model.npz", z)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
-    meta["adapter_fingerprint"] = mio.fingerprint(z)
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    _rewrite(tmp_path, lambda z: z.update(vera_A=z["vera_A"] * 2))
     again = load_lora_model(GPT(CFG, dtype=np.float64, seed=3), tmp_path)
     m0, m1 = model.get_submodule("transformer.h.0.attn.c_attn"), again.get_submodule("transformer.h.0.attn.c_attn")
     np.testing.assert_array_equal(m1.vera_A, 2 * m0.vera_A)
@@ -176,13 +191,7 @@ def test_the_file_projection_wins_over_the_generator(tmp_path):
 @pytest.mark.parametrize("drop", ["vera_A", "transformer.h.1.mlp.c_fc.vera_lambda_d"])
 def test_missing_keys_refused_by_name(tmp_path, drop):
     _model().save_adapter(tmp_path)
-    z = dict(mio.load_npz(tmp_path / "adapter_model.npz"))
-    del z[drop]
-    z["transformer.h.0.attn.c_attn.vera_lambda_x"] = np.zeros(36)
-    mio.save_npz_atomic(tmp_path / "adapter_model.npz", z)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
-    del meta["adapter_fingerprint"]
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    _rewrite(tmp_path, lambda z: (z.pop(drop), z.update({"transformer.h.0.attn.c_attn.vera_lambda_x": np.zeros(36)})))
     with pytest.raises(ValueError, match=rf"missing keys \['{drop}'\], unexpected keys "
                                          r"\['transformer.h.0.attn.c_attn.vera_lambda_x'\]"):
         load_lora_model(GPT(CFG, dtype=np.float64, seed=3), tmp_path)
@@ -190,12 +199,7 @@ def test_missing_keys_refused_by_name(tmp_path, drop):
 
 def test_wrong_projection_shape_refused_by_name(tmp_path):
     _model().save_adapter(tmp_path)
-    z = dict(mio.load_npz(tmp_path / "adapter_model.npz"))
-    z["vera_B"] = z["vera_B"][:-1]
-    mio.save_npz_atomic(tmp_path / "adapter_model.npz", z)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
-    meta["adapter_fingerprint"] = mio.fingerprint(z)
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    _rewrite(tmp_path, lambda z: z.update(vera_B=z["vera_B"][:-1].copy()))
     with pytest.raises(ValueError, match=r"vera_B is \(47, 4\) float64 in the file but \(48, 4\) float64"):
         load_lora_model(GPT(CFG, dtype=np.float64, seed=3), tmp_path)
 

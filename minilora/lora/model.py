@@ -4,12 +4,12 @@
     model = get_peft_model(GPT(GPTConfig(...)), config)     # LoraModel; the GPT is changed in place
     model.print_trainable_parameters()
     ... train with AdamW(model.trainable_parameters()) ...
-    model.save_adapter("out/adapter")                        # adapter_config.json + adapter_model.npz
+    model.save_adapter("out/adapter")     # adapter_model.safetensors + adapter_config.json (PEFT loads both)
     gpt = model.merge_and_unload()                           # a plain GPT, no LoRA layers left
 
 Names. `LoraModel` is transparent: `named_parameters()` / `state_dict()` give the GPT's own names
 (`transformer.h.0.attn.c_attn.weight`, `...c_attn.lora_A.weight`), with no `base_model.model.`
-prefix (PEFT puts one in memory and in its files; `load_adapter` accepts and strips it). The GPT is
+prefix (PEFT puts one in memory and in its files: `save_adapter` writes it, `load_adapter` strips it). The GPT is
 stored as `LoraModel.base_model`; `LoraModel.config` is the GPT's config and `LoraModel.peft_config`
 the LoraConfig.
 
@@ -18,9 +18,10 @@ ends with "." + item (so "c_attn" and "attn.c_attn" match `transformer.h.0.attn.
 does not); a single string is a regular expression that must match the full name. Only `Linear`
 modules are eligible. An item that matches nothing is an error naming it, even if others matched.
 
-Adapter files (a directory) are read and written by `lora/adapter_io.py`: the LoRA tensors of this
-LoraModel's own layers, plus the biases it trains (bias="lora_only" or "all"), under PEFT's key
-names, and the LoraConfig with fingerprints of the base and of the tensors.
+Adapter files (a directory PEFT loads as it is) are read and written by `lora/adapter_io.py`: the
+LoRA tensors of this LoraModel's own layers, plus the biases it trains (bias="lora_only" or "all"),
+under PEFT's key names in adapter_model.safetensors, PEFT's adapter_config.json, and minilora's own
+fields (LoraConfig, fingerprints of the base and of the tensors) in minilora_adapter.json.
 
 Several LoraModels on one GPT (two `get_peft_model` calls with different targets) each own the layers
 they injected (`lora_module_names`): `lora_layers`, merging, saving and loading act on those only.
@@ -112,14 +113,19 @@ def inject_lora(model: Module, config: LoraConfig, rng: np.random.Generator | in
 
     The LoRA factors are initialised from `rng` (default: `model.rng` when the model has one, so
     the adapter is reproducible from the model's seed), which also drives LoRA dropout.
+    Each layer gets `config.for_module(name)` (PEFT's rank_pattern / alpha_pattern); targets that
+    `config.selects` leaves out (exclude_modules, layers_to_transform) are skipped.
     Raises:
-        ValueError: an unmatched target (named); r > min(d_in, d_out) of a target (names the module
+        ValueError: an unmatched target (named); no target left; r > min(d_in, d_out) of a target (names the module
             and its shape); a target whose weight is shared with another parameter (tied, e.g.
             lm_head); enable_lora that does not divide a target's width.
     """
     if not isinstance(config, LoraConfig):
         raise TypeError(f"inject_lora: config must be a LoraConfig, got {type(config).__name__}")
-    names = find_target_modules(model, config.target_modules)
+    found = find_target_modules(model, config.target_modules)
+    names = [n for n in found if config.selects(n)]         # exclude_modules, layers_to_transform
+    if not names:
+        raise ValueError(f"inject_lora: exclude_modules / layers_to_transform leave none of the targets {found[:6]}")
     rng = rng if rng is not None else getattr(model, "rng", None)
     counts = {}
     for _, p in model.named_parameters(remove_duplicate=False):
@@ -131,11 +137,12 @@ def inject_lora(model: Module, config: LoraConfig, rng: np.random.Generator | in
             raise ValueError(f"inject_lora: {name}.weight is shared with another parameter (tied "
                              "weights); merging LoRA into it would change both; leave it out of target_modules")
         d_out, d_in = lin.weight.shape
-        if config.r > min(d_in, d_out):
-            raise ValueError(f"inject_lora: r = {config.r} exceeds min(d_in, d_out) = {min(d_in, d_out)} "
+        own = config.for_module(name)                          # rank_pattern / alpha_pattern
+        if own.r > min(d_in, d_out):
+            raise ValueError(f"inject_lora: r = {own.r} exceeds min(d_in, d_out) = {min(d_in, d_out)} "
                              f"of {name} (weight shape {(d_out, d_in)})")
         try:
-            layer = LoRALinear.from_config(lin, config, rng=rng)
+            layer = LoRALinear.from_config(lin, own, rng=rng)
         except ValueError as e:
             raise ValueError(f"inject_lora: cannot adapt {name}: {e}") from e
         layers.append((name, layer))
@@ -365,18 +372,19 @@ class LoraModel(NamedAdaptersMixin, Module):
         return self.base_model
 
     # ---- adapter files (lora/adapter_io.py) -------------------------------------------------
-    def save_adapter(self, path: str | PathLike) -> None:
-        """Write this model's adapter to the directory `path`: see `adapter_io.save_adapter`.
+    def save_adapter(self, path: str | PathLike, base_model_name_or_path: str | None = None) -> list[str]:
+        """Write this model's adapter to the directory `path` (a folder PEFT loads as it is): see
+        `adapter_io.save_adapter`; returns its notes on exports PEFT needs in another form.
 
         With several named adapters (or one not named "default"): "default" at `path`, each other
-        adapter in `path/<name>` (PEFT's layout; lora/adapters.py)."""
+        adapter in `path/<name>` (PEFT's layout; lora/adapters.py); then no notes are returned."""
         if len(self._slots()) > 1 or self.active_adapter != DEFAULT_ADAPTER:
             self._save_all(path)
-        else:
-            adapter_io.save_adapter(self, path)
+            return []
+        return adapter_io.save_adapter(self, path, base_model_name_or_path)
 
     def load_adapter(self, path: str | PathLike, adapter_name: str | None = None) -> None:
-        """Load an adapter written by `save_adapter` into this model, bit for bit: see
+        """Load an adapter folder (minilora's, bit for bit, or PEFT's) into this model: see
         `adapter_io.load_adapter` (its errors and warnings). adapter_name: load it as that named
         adapter instead of the active one (created from the file's config if absent)."""
         if adapter_name is not None and adapter_name != self.active_adapter:

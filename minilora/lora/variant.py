@@ -50,7 +50,7 @@ from ..tensor import Tensor
 from .functional import lora_merge_delta
 from .layer import LoRAFactor, LoRALinear, lora_linear
 
-__all__ = ["LoraVariant", "VARIANTS", "LORA_INITS", "get_variant", "peft_model_class", "get_init",
+__all__ = ["LoraVariant", "VARIANTS", "LORA_INITS", "get_variant", "peft_model_class", "get_init", "is_known_init",
            "init_kaiming_uniform", "init_gaussian", "init_random"]
 
 
@@ -85,6 +85,8 @@ def init_random(layer: LoRALinear, shape_A: tuple[int, int],
 LORA_INITS: dict[Any, Callable | str] = {True: init_kaiming_uniform, False: init_random, "gaussian": init_gaussian}
 # LoftQ (arXiv:2310.08659): A, B from the SVD of W - nf4(W); quantizes the layer's base (minilora/quant).
 LORA_INITS["loftq"] = "minilora.quant.loftq:init_loftq"
+# starts taken from W0 (they leave a residual: variant "residual", lora/pissa.py); "pissa_niter_K" is parsed
+LORA_INITS.update(pissa="minilora.lora.pissa:init_pissa", olora="minilora.lora.pissa:init_olora")
 
 
 def _resolve(entry: Any) -> Any:
@@ -94,13 +96,27 @@ def _resolve(entry: Any) -> Any:
     return entry
 
 
+def is_known_init(init_lora_weights: Any) -> bool:
+    """True for a key of LORA_INITS or PEFT's "pissa_niter_K" (K an int >= 0: randomised SVD)."""
+    from .pissa import parse_pissa_niter
+
+    if isinstance(init_lora_weights, bool) or (isinstance(init_lora_weights, str) and init_lora_weights in LORA_INITS):
+        return init_lora_weights in LORA_INITS
+    return parse_pissa_niter(init_lora_weights) is not None
+
+
 def get_init(init_lora_weights: bool | str) -> Callable:
-    """The init function registered for `init_lora_weights` (True, False or a name).
+    """The init function registered for `init_lora_weights` (True, False, a name or "pissa_niter_K").
 
     Raises: ValueError naming the registered keys (LoraConfig checks this first).
     """
-    if not isinstance(init_lora_weights, (bool, str)) or init_lora_weights not in LORA_INITS:
-        raise ValueError(f"init_lora_weights must be one of {list(LORA_INITS)}, got {init_lora_weights!r}")
+    if not is_known_init(init_lora_weights):
+        raise ValueError(f"init_lora_weights must be one of {list(LORA_INITS)} or 'pissa_niter_K', "
+                         f"got {init_lora_weights!r}")
+    if init_lora_weights not in LORA_INITS:
+        from .pissa import init_pissa_niter, parse_pissa_niter
+
+        return init_pissa_niter(parse_pissa_niter(init_lora_weights))
     return _resolve(LORA_INITS[init_lora_weights])
 
 
@@ -118,6 +134,9 @@ class LoraVariant:
     # what `get_peft_model` builds for this variant ("module:attribute", or None: LoraModel); AdaLoRA
     # needs its own (a loss term and a rank allocator)
     model_class: str | None = None
+    # True if the forward only multiplies by W0 (X W0ᵀ, G W0), which a 4-bit base (minilora.quant)
+    # computes; False if it reads W0's entries (DoRA's row norms, PiSSA's residual, VeRA's shapes)
+    supports_quantized_base = True
 
     @classmethod
     def init(cls, layer: LoRALinear, init_lora_weights: bool | str) -> None:
@@ -170,6 +189,8 @@ class LoraVariant:
 
 VARIANTS: dict[str, type[LoraVariant] | str] = {"lora": LoraVariant, "vera": "minilora.lora.vera:Vera",
                                                  "adalora": "minilora.lora.adalora:AdaLoraVariant"}
+VARIANTS.update(dora="minilora.lora.dora:DoRA", dora_exact="minilora.lora.dora:DoRAExact",
+                residual="minilora.lora.pissa:ResidualLoRA")
 
 
 def peft_model_class(name: str) -> type:

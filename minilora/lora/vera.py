@@ -265,6 +265,7 @@ class Vera(LoraVariant):
 
     name = "vera"
     adapter_keys = ("vera_lambda_b", "vera_lambda_d")
+    supports_quantized_base = False   # its forward reads W0's float entries
 
     @classmethod
     def init(cls, layer: LoRALinear, init_lora_weights: bool | str) -> None:

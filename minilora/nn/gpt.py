@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
+from os import PathLike
 from typing import Any
 
 import numpy as np
@@ -198,6 +199,27 @@ class GPT(Module):
             std = 0.02 / math.sqrt(2 * config.n_layer) if name.endswith("c_proj.weight") else 0.02
             p.data = init_rng.normal(0.0, std, p.shape).astype(dtype)
 
+    @classmethod
+    def from_pretrained(cls, path: str | PathLike, dtype: DTypeLike = np.float32, dropout: float | None = None,
+                        seed: int | None = 0) -> GPT:
+        """A GPT from a Hugging Face GPT-2 folder (config.json + model.safetensors), in eval mode.
+
+        Conv1D weights are transposed, the tied lm_head checked; unsupported config values are
+        refused by name; pytorch_model.bin is refused (it needs torch). See `nn.hf_gpt2`.
+        """
+        from .hf_gpt2 import load_pretrained
+
+        return load_pretrained(path, dtype, dropout, seed)
+
+    def save_pretrained(self, path: str | PathLike) -> None:
+        """Write a Hugging Face GPT-2 folder that transformers loads as it is (see `nn.hf_gpt2`).
+
+        Raises: ValueError with LoRA layers present (merge_and_unload first) or bias=False.
+        """
+        from .hf_gpt2 import save_pretrained
+
+        save_pretrained(self, path)
+
     @property
     def dtype(self) -> np.dtype:
         """The dtype of the parameters."""
@@ -248,7 +270,8 @@ class GPT(Module):
         token runs one position through the model instead of the whole context (same tokens as
         use_cache=False; logits equal to float32 rounding). Once the context exceeds block_size the
         window slides, every position embedding changes, and the cache is refilled from the cropped
-        context at each token (as costly as use_cache=False).
+        context at each token (as costly as use_cache=False). Models that call GPT.generate with
+        their own forward (prompt and prefix tuning, `minilora.peft`) run without the cache.
 
         Args:
             idx: int token ids (B, T0), any T0 >= 1 (only the last block_size are read).
@@ -271,6 +294,8 @@ class GPT(Module):
         idx = np.array(idx, dtype=np.int64)
         if not isinstance(use_cache, (bool, np.bool_)):
             raise TypeError(f"generate: use_cache must be True or False, got {use_cache!r}")
+        if not isinstance(self, GPT):        # a wrapper whose own forward adds positions (prompt or prefix
+            use_cache = False                # tuning calls GPT.generate on itself): no cache, as before
         rng = np.random.default_rng(seed)
         bs = self.config.block_size
         was_training = self.training

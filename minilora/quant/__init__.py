@@ -29,10 +29,9 @@ from .nf4 import (
                      quantize_blockwise,
                      unpack_4bit,
 )
-from .options import add_qlora_arguments, qlora_usage_error
 
 __all__ = ["LEVELS", "NF4_BNB", "QuantState", "dynamic_map_8bit", "fp4_levels", "int4_levels", "nf4_levels",
            "pack_4bit", "quantization_error", "quantize_4bit", "quantize_blockwise", "unpack_4bit",
            "NF4LinearFunction", "NF4Weight", "QuantLinear", "base_memory", "memory_lines", "merge_and_unload_quantized",
            "quantize_model", "quantized_layers", "LoftQConfig", "init_loftq", "loftq_decompose",
-           "replace_lora_weights_loftq", "add_qlora_arguments", "qlora_usage_error"]
+           "replace_lora_weights_loftq"]
