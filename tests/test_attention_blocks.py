@@ -94,3 +94,30 @@ def test_single_thread_blas_sets_one_thread_and_restores(monkeypatch):
     monkeypatch.setattr(_blas, "_FUNCS", ())
     with _blas.single_thread_blas():
         pass
+
+
+@settings(max_examples=15, deadline=None)
+@given(block=st.integers(2, 6), B=st.integers(2, 5), T=st.integers(2, 9), use_mask=st.booleans(),
+       seed=st.integers(0, 1000))
+def test_two_batch_halves_on_two_threads_equal_the_serial_op(block, B, T, use_mask, seed):
+    """With 2+ BLAS threads the op runs two batch halves concurrently: bit for bit the serial result,
+    and equal to the composed twin (float64), with and without dropout, blocked or not."""
+    rng = np.random.default_rng(seed)
+    nh, hs = 2, 2
+    qkv = rng.standard_normal((B, T, 3 * nh * hs))
+    g = rng.standard_normal((B, T, nh * hs))
+    mask, p = (rng.random((B, nh, T, T)) >= 0.3, 0.3) if use_mask else (None, 0.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused_attention, "BLOCK", block)
+        mp.setattr(fused_attention, "blas_threads", lambda: 2)
+        mp.setattr(fused_attention, "PARALLEL_MIN", 0)
+        assert len(fused_attention._batch_parts(B, nh, T)) == 2
+        yp, gp = _grads(lambda t: ops.attention(t, nh, mask, p), qkv, g)
+        mp.setattr(fused_attention, "PARALLEL_MIN", 1 << 62)
+        assert len(fused_attention._batch_parts(B, nh, T)) == 1
+        ys, gs = _grads(lambda t: ops.attention(t, nh, mask, p), qkv, g)
+    np.testing.assert_array_equal(yp, ys)
+    np.testing.assert_array_equal(gp, gs)
+    yc, gc = _grads(lambda t: ops.attention_composed(t, nh, mask, p), qkv, g)
+    np.testing.assert_allclose(yp, yc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gp, gc, rtol=0, atol=1e-10)

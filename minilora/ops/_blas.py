@@ -51,6 +51,12 @@ def _openblas_funcs():
     return _FUNCS
 
 
+def blas_threads() -> int:
+    """OpenBLAS's current thread count (1 when OpenBLAS is not found)."""
+    funcs = _openblas_funcs()
+    return funcs[0]() if funcs else 1
+
+
 @contextlib.contextmanager
 def single_thread_blas():
     """Context manager: OpenBLAS uses one thread inside the block (see the module docstring)."""

@@ -5,12 +5,13 @@ Notation and conventions: see the package docstring (`minilora.ops`)."""
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..function import Function
 from ..tensor import Tensor
-from ._blas import single_thread_blas
+from ._blas import blas_threads, single_thread_blas
 from ._common import TensorLike
 from .elementwise import Dropout
 from .linalg import matmul
@@ -33,6 +34,32 @@ def _causal_bias(T, dtype):
         bias.setflags(write=False)
         _CAUSAL[key] = bias
     return _CAUSAL[key]
+
+
+PARALLEL_MIN = 1 << 18   # B*nh*T*T scores from which two batch halves run on two threads
+_POOL = []
+
+
+def _batch_parts(Bsz, n_head, T):
+    """Batch slices that run concurrently: two halves when OpenBLAS was given 2+ threads and the
+    attention is big enough to pay for one hand-off (NumPy's matmul and ufuncs release the GIL;
+    each half is bit for bit what the whole batch computes for those rows), else the whole batch.
+    One hand-off per op call, not one per per-head GEMM as OpenBLAS's own threading does."""
+    if Bsz < 2 or Bsz * n_head * T * T < PARALLEL_MIN or blas_threads() < 2:
+        return [slice(0, Bsz)]
+    return [slice(0, Bsz // 2), slice(Bsz // 2, Bsz)]
+
+
+def _run_parts(fn, parts):
+    """[fn(part) for part in parts], the second part on a worker thread while this one runs the first."""
+    parts = list(parts)
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="minilora-attention"))
+    fut = _POOL[0].submit(fn, parts[1])
+    first = fn(parts[0])
+    return [first, fut.result()]
 
 
 def _spans(T):
@@ -103,52 +130,71 @@ class Attention(Function):
         C = C3 // 3
         q, k, v = heads(qkv, Bsz, T, 3, n_head)                   # 3 x (B, nh, T, hs), contiguous
         scale = qkv.dtype.type(1.0 / math.sqrt(C // n_head))
-        spans = _spans(T)
+        spans, parts = _spans(T), _batch_parts(Bsz, n_head, T)
         y = np.empty_like(q)                                        # (B, nh, T, hs)
-        atts, pds = [], []
-        for a, b in spans:                                          # queries a..b-1 see keys 0..b-1
-            att = attention_probs(q[:, :, a:b], k[:, :, :b], scale, offset=a)   # P rows a..b-1
-            pd = att
-            if dropout_mask is not None:
-                keep = (dropout_mask[:, :, a:b, :b] / qkv.dtype.type(1 - p)).astype(qkv.dtype, copy=False)
-                pd = att * keep
-            with single_thread_blas():
-                np.matmul(pd, v[:, :, :b], out=y[:, :, a:b])
-            atts.append(att)
-            pds.append(pd)
-        ctx.save_for_backward(q, k, v, atts, pds, dropout_mask)
-        ctx.scale, ctx.p, ctx.spans = scale, p, spans
+
+        def run(bs):
+            return _forward_part(q[bs], k[bs], v[bs], None if dropout_mask is None else dropout_mask[bs], p,
+                                 scale, spans, y[bs])
+        with single_thread_blas():
+            saved = _run_parts(run, parts)
+        ctx.save_for_backward(q, k, v, saved, dropout_mask)
+        ctx.scale, ctx.p, ctx.spans, ctx.parts = scale, p, spans, parts
         return y.transpose(0, 2, 1, 3).reshape(Bsz, T, C)          # (B, T, C)
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, atts, pds, mask = ctx.saved
+        q, k, v, saved, mask = ctx.saved
         Bsz, nh, T, hs = q.shape
         gy = heads(g, Bsz, T, 1, nh)[0]                            # (B, nh, T, hs), contiguous
         dqkv = np.empty((3, Bsz, nh, T, hs), dtype=g.dtype)
-        dq, dk, dv = dqkv
-        if len(ctx.spans) > 1:
-            dk[...] = 0
-            dv[...] = 0
+
+        def run(i):
+            bs = ctx.parts[i]
+            atts, pds = saved[i]
+            _backward_part(gy[bs], q[bs], k[bs], v[bs], atts, pds, None if mask is None else mask[bs], ctx.p,
+                           ctx.scale, ctx.spans, dqkv[0][bs], dqkv[1][bs], dqkv[2][bs])
         with single_thread_blas():
-            for (a, b), att, pd in zip(ctx.spans, atts, pds, strict=True):
-                gya = gy[:, :, a:b]
-                if len(ctx.spans) == 1:
-                    np.matmul(pd.transpose(0, 1, 3, 2), gya, out=dv)            # dV
-                else:
-                    dv[:, :, :b] += pd.transpose(0, 1, 3, 2) @ gya
-                dp = gya @ v[:, :, :b].transpose(0, 1, 3, 2)                    # dP~ (B, nh, b-a, b)
-                if mask is not None:
-                    dp *= (mask[:, :, a:b, :b] / g.dtype.type(1 - ctx.p)).astype(g.dtype, copy=False)
-                dp -= (dp * att).sum(axis=-1, keepdims=True)                   # D_i, this block's rows
-                dp *= att                                                       # dS / s
-                dp *= ctx.scale                                                 # dS
-                np.matmul(dp, k[:, :, :b], out=dq[:, :, a:b])                   # dQ
-                if len(ctx.spans) == 1:
-                    np.matmul(dp.transpose(0, 1, 3, 2), q, out=dk)              # dK
-                else:
-                    dk[:, :, :b] += dp.transpose(0, 1, 3, 2) @ q[:, :, a:b]
+            _run_parts(run, range(len(ctx.parts)))
         return (dqkv.transpose(1, 3, 0, 2, 4).reshape(Bsz, T, 3 * nh * hs),)
+
+
+def _forward_part(q, k, v, mask, p, scale, spans, y):
+    """Forward on a slice of the batch (arrays (b, nh, T, hs)); writes y, returns (P blocks, P~ blocks)."""
+    atts, pds = [], []
+    for a, b in spans:                                              # queries a..b-1 see keys 0..b-1
+        att = attention_probs(q[:, :, a:b], k[:, :, :b], scale, offset=a)   # P rows a..b-1
+        pd = att
+        if mask is not None:
+            pd = att * (mask[:, :, a:b, :b] / q.dtype.type(1 - p)).astype(q.dtype, copy=False)
+        np.matmul(pd, v[:, :, :b], out=y[:, :, a:b])
+        atts.append(att)
+        pds.append(pd)
+    return atts, pds
+
+
+def _backward_part(gy, q, k, v, atts, pds, mask, p, scale, spans, dq, dk, dv):
+    """Backward on a slice of the batch: writes dq, dk, dv (b, nh, T, hs) (see Attention's docstring)."""
+    if len(spans) > 1:
+        dk[...] = 0
+        dv[...] = 0
+    for (a, b), att, pd in zip(spans, atts, pds, strict=True):
+        gya = gy[:, :, a:b]
+        if len(spans) == 1:
+            np.matmul(pd.transpose(0, 1, 3, 2), gya, out=dv)                # dV
+        else:
+            dv[:, :, :b] += pd.transpose(0, 1, 3, 2) @ gya
+        dp = gya @ v[:, :, :b].transpose(0, 1, 3, 2)                        # dP~ (b, nh, b-a, b)
+        if mask is not None:
+            dp *= (mask[:, :, a:b, :b] / gy.dtype.type(1 - p)).astype(gy.dtype, copy=False)
+        dp -= (dp * att).sum(axis=-1, keepdims=True)                       # D_i, this block's rows
+        dp *= att                                                           # dS / s
+        dp *= scale                                                         # dS
+        np.matmul(dp, k[:, :, :b], out=dq[:, :, a:b])                       # dQ
+        if len(spans) == 1:
+            np.matmul(dp.transpose(0, 1, 3, 2), q, out=dk)                  # dK
+        else:
+            dk[:, :, :b] += dp.transpose(0, 1, 3, 2) @ q[:, :, a:b]
 
 
 def attention(qkv: TensorLike, n_head: int, dropout_mask: np.ndarray | None = None, p: float = 0.0) -> Tensor:
