@@ -198,6 +198,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kinds", default="full,lora")
     ap.add_argument("--out", default=None, help="also write the raw results as JSON")
+    ap.add_argument("--blas-thread-timeout", type=int, default=None, metavar="N",
+                    help="set OPENBLAS_THREAD_TIMEOUT=N for the minilora workers (OpenBLAS's idle threads spin "
+                         "2^N cycles after each call; 4 = stop spinning soon; must be set before NumPy loads)")
     ap.add_argument("--baseline", default=None, metavar="DIR",
                     help="also time the minilora package found in DIR (another checkout), as side 'baseline'")
     ap.add_argument("--worker", nargs=4, metavar=("SIDE", "CFG", "T", "KIND"), help=argparse.SUPPRESS)
@@ -221,9 +224,11 @@ def main(argv=None):
                PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.path.join(ROOT, "benchmarks"),
                                                         os.environ.get("PYTHONPATH")])))
     envs = {s: env for s in sides}
+    if args.blas_thread_timeout is not None:
+        envs["minilora"] = dict(env, OPENBLAS_THREAD_TIMEOUT=str(args.blas_thread_timeout))
     if args.baseline:
         sides.insert(1, "baseline")
-        envs["baseline"] = dict(env, PYTHONPATH=os.pathsep.join([os.path.abspath(args.baseline),
+        envs["baseline"] = dict(envs["minilora"], PYTHONPATH=os.pathsep.join([os.path.abspath(args.baseline),
                                                                   os.path.join(ROOT, "benchmarks")]))
     blocks = [(s, c, T, k) for c in configs for T in Ts for k in args.kinds.split(",") for s in sides]
     results, checked = [], set()
@@ -256,6 +261,8 @@ def main(argv=None):
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump(results, fh)
+    if args.blas_thread_timeout is not None:
+        print(f"\nminilora workers ran with OPENBLAS_THREAD_TIMEOUT={args.blas_thread_timeout}")
     print(f"\nfloat32, {args.threads} thread(s), vocab {VOCAB}, LoRA r={R} alpha={ALPHA:g} on c_attn; "
           f"{args.rounds} rounds x {args.steps} calls; losses equal to 1e-5 relative: "
           f"{len(checked)} of {len(set((c, T, k) for _, c, T, k in blocks))} blocks checked")
