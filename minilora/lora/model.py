@@ -308,23 +308,6 @@ class LoraModel(NamedAdaptersMixin, Module):
         """Objects for `train(..., callbacks=)` that this model needs each step (none for plain LoRA)."""
         return []
 
-    def trainable_parameters(self) -> list[Parameter]:
-        """The Parameters with requires_grad (what the optimizer should update)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def named_trainable_parameters(self) -> list[tuple[str, Parameter]]:
-        """List of (name, Parameter) with requires_grad."""
-        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-
-    def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, all) scalar counts; a tied parameter counts once."""
-        return self.num_parameters(trainable_only=True), self.num_parameters()
-
-    def print_trainable_parameters(self) -> None:
-        """Print `trainable params: N || all params: M || trainable%: P` (P with 4 decimals)."""
-        t, a = self.get_nb_trainable_parameters()
-        print(f"trainable params: {t} || all params: {a} || trainable%: {100.0 * t / a:.4f}")
-
     def merge_adapter(self) -> None:
         """Merge every LoRA layer (W <- W0 + ΔW); a merged layer warns and stays as it is."""
         for _, m in self._layers_or_raise("merge_adapter"):

@@ -96,6 +96,23 @@ class Module:
         """Number of scalar parameters (each shared parameter counted once)."""
         return int(sum(p.size for p in self.parameters() if p.requires_grad or not trainable_only))
 
+    def trainable_parameters(self) -> list[Parameter]:
+        """The Parameters with requires_grad (what the optimizer should update)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def named_trainable_parameters(self) -> list[tuple[str, Parameter]]:
+        """List of (name, Parameter) with requires_grad."""
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, all) scalar counts; a tied parameter counts once."""
+        return self.num_parameters(trainable_only=True), self.num_parameters()
+
+    def print_trainable_parameters(self) -> None:
+        """Print PEFT's line `trainable params: N || all params: M || trainable%: P` (P with 4 decimals)."""
+        t, a = self.get_nb_trainable_parameters()
+        print(f"trainable params: {t} || all params: {a} || trainable%: {100.0 * t / a:.4f}")
+
     def get_submodule(self, name: str) -> Module:
         """The submodule at a dotted name ("" is self). Raises KeyError naming the missing part."""
         m = self

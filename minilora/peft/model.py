@@ -127,23 +127,6 @@ class PeftModel(Module):
     def _base_state(self):
         return OrderedDict((n, p.data) for n, p in self.named_parameters() if not self._is_adapter(n))
 
-    def trainable_parameters(self) -> list[Parameter]:
-        """The Parameters with requires_grad (what the optimizer should update)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def named_trainable_parameters(self) -> list[tuple[str, Parameter]]:
-        """List of (name, Parameter) with requires_grad."""
-        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-
-    def get_nb_trainable_parameters(self) -> tuple[int, int]:
-        """(trainable, all) scalar counts; a tied parameter counts once."""
-        return self.num_parameters(trainable_only=True), self.num_parameters()
-
-    def print_trainable_parameters(self) -> None:
-        """Print `trainable params: N || all params: M || trainable%: P` (PEFT's line)."""
-        t, a = self.get_nb_trainable_parameters()
-        print(f"trainable params: {t} || all params: {a} || trainable%: {100.0 * t / a:.4f}")
-
     # ---- merging ----------------------------------------------------------------------------
     def _not_mergeable(self, what):
         raise RuntimeError(f"{type(self).__name__}.{what}: {self.peft_type} cannot be merged into the weights "
