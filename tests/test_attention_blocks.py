@@ -110,6 +110,7 @@ def test_two_batch_halves_on_two_threads_equal_the_serial_op(block, B, T, use_ma
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fused_attention, "BLOCK", block)
         mp.setattr(fused_attention, "blas_threads", lambda: 2)
+        mp.setattr(fused_attention, "PARALLEL", True)
         mp.setattr(fused_attention, "PARALLEL_MIN", 0)
         assert len(fused_attention._batch_parts(B, nh, T)) == 2
         yp, gp = _grads(lambda t: ops.attention(t, nh, mask, p), qkv, g)

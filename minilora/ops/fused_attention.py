@@ -5,6 +5,7 @@ Notation and conventions: see the package docstring (`minilora.ops`)."""
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,15 +38,19 @@ def _causal_bias(T, dtype):
 
 
 PARALLEL_MIN = 1 << 18   # B*nh*T*T scores from which two batch halves run on two threads
+# Only when OpenBLAS was told not to spin (OPENBLAS_THREAD_TIMEOUT, read by OpenBLAS at load time):
+# with its default ~0.1 s of spinning after each GEMM, its idle thread holds the second core and the
+# halves measured no gain (docs/performance.md).
+PARALLEL = "OPENBLAS_THREAD_TIMEOUT" in os.environ
 _POOL = []
 
 
 def _batch_parts(Bsz, n_head, T):
-    """Batch slices that run concurrently: two halves when OpenBLAS was given 2+ threads and the
-    attention is big enough to pay for one hand-off (NumPy's matmul and ufuncs release the GIL;
+    """Batch slices that run concurrently: two halves when OpenBLAS was given 2+ threads, does not
+    spin (PARALLEL), and the attention is big enough to pay for one hand-off (NumPy's matmul and ufuncs release the GIL;
     each half is bit for bit what the whole batch computes for those rows), else the whole batch.
     One hand-off per op call, not one per per-head GEMM as OpenBLAS's own threading does."""
-    if Bsz < 2 or Bsz * n_head * T * T < PARALLEL_MIN or blas_threads() < 2:
+    if not PARALLEL or Bsz < 2 or Bsz * n_head * T * T < PARALLEL_MIN or blas_threads() < 2:
         return [slice(0, Bsz)]
     return [slice(0, Bsz // 2), slice(Bsz // 2, Bsz)]
 
