@@ -1,6 +1,9 @@
 """LoRA benchmark (float32): training step LoRA vs full fine-tuning, the hand-derived fused LoRA op vs
 its composed autograd twin, merged vs unmerged inference, optimizer-state bytes, and (when PyTorch is
-importable) the same LoRA step in PyTorch.
+importable) the same LoRA step in PyTorch (benchmarks/torch_reference.py: nanoGPT-style, the same
+scaled_dot_product_attention as the full model, same weights and batch, loss checked equal first).
+In-process, so both libraries' thread pools share one process: the cross-library figures that count
+come from benchmarks/bench_train.py (fresh process per block).
 
     python benchmarks/bench_lora.py                 # configs S and M, 15 timed steps, 3 rounds
     python benchmarks/bench_lora.py --configs S --steps 8 --rounds 1
@@ -80,7 +83,9 @@ def op_setup(cfg_name):
 
     L, H, C, T, B = CONFIGS[cfg_name]
     rng = np.random.default_rng(1)
-    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
+
+    def f32(*s):
+        return rng.standard_normal(s).astype(np.float32)
     x = Tensor(f32(B, T, C), requires_grad=True)
     W0, b = f32(3 * C, C) * 0.02, f32(3 * C) * 0.0
     A = Tensor(f32(R, C) * 0.1, requires_grad=True)
@@ -95,62 +100,30 @@ def op_setup(cfg_name):
     return run(lora_linear), run(lora_linear_composed)
 
 
-def torch_lora_step(cfg_name):
+def torch_lora_step(s):
+    """The same LoRA step in PyTorch (benchmarks/torch_reference.py: nanoGPT-style, the same
+    F.scaled_dot_product_attention as its full model), from the same weights and batch as minilora's
+    LoRA model; raises if the two losses differ by more than 1e-5 relative."""
     import torch
-    import torch.nn as tnn
-    import torch.nn.functional as TF
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    L, H, C, T, B = CONFIGS[cfg_name]
+    from torch_reference import build_torch_gpt
 
-    class LoRALin(tnn.Module):
-        def __init__(self, d_in, d_out):
-            super().__init__()
-            self.base = tnn.Linear(d_in, d_out)
-            self.base.requires_grad_(False)
-            self.A = tnn.Parameter(torch.randn(R, d_in) * 0.1)
-            self.B = tnn.Parameter(torch.randn(d_out, R) * 0.01)
+    from minilora.tensor import no_grad
 
-        def forward(self, x):
-            return self.base(x) + (x @ self.A.T @ self.B.T) * (ALPHA / R)
-
-    class Block(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1, self.ln_2 = tnn.LayerNorm(C), tnn.LayerNorm(C)
-            self.c_attn, self.attn_proj = LoRALin(C, 3 * C), tnn.Linear(C, C)
-            self.c_fc, self.mlp_proj = tnn.Linear(C, 4 * C), tnn.Linear(4 * C, C)
-
-        def forward(self, x):
-            Bz, Tz, _ = x.shape
-            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
-            q, k, v = (t.view(Bz, Tz, H, C // H).transpose(1, 2) for t in (q, k, v))
-            y = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.attn_proj(y.transpose(1, 2).reshape(Bz, Tz, C))
-            return x + self.mlp_proj(TF.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
-
-    class TGPT(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = tnn.Embedding(256, C), tnn.Embedding(T, C)
-            self.h = tnn.ModuleList([Block() for _ in range(L)])
-            self.ln_f = tnn.LayerNorm(C)
-
-        def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-            for b in self.h:
-                x = b(x)
-            return TF.cross_entropy((self.ln_f(x) @ self.wte.weight.T).view(-1, 256), targets.view(-1))
-
-    model = TGPT()
-    for n, p in model.named_parameters():
-        p.requires_grad_(n.endswith(".A") or n.endswith(".B"))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
-    x = torch.randint(0, 256, (B, T))
-    y = torch.randint(0, 256, (B, T))
+    lora = s["lora"]
+    cfg = lora.config
+    model, params = build_torch_gpt({n: p.data for n, p in lora.named_parameters()}, cfg.n_layer, cfg.n_head,
+                                    dict(r=R, alpha=ALPHA))
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+    x, y = torch.from_numpy(s["x"]), torch.from_numpy(s["y"])
+    with torch.no_grad():
+        lt = float(model(x, y)[1])
+    with no_grad():
+        lm = float(lora(s["x"], s["y"])[1].item())
+    if abs(lt - lm) > 1e-5 * abs(lt):
+        raise SystemExit(f"PyTorch and minilora LoRA models compute different losses: {lt} vs {lm}")
 
     def step():
-        loss = model(x, y)
+        _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -174,10 +147,10 @@ def main(argv=None):
     for cfg_name in args.configs.split(","):
         s = minilora_setup(cfg_name)
         fused, composed = op_setup(cfg_name)
-        tstep = torch_lora_step(cfg_name) if have_torch else None
+        tstep = torch_lora_step(s) if have_torch else None
         x = s["x"]
 
-        def infer(m):
+        def infer(m, x=x):
             def go():
                 with no_grad():
                     m(x)
@@ -199,7 +172,9 @@ def main(argv=None):
         print(f"\n== config {cfg_name} {CONFIGS[cfg_name]} (n_layer, n_head, n_embd, T, B), float32, r={R} on c_attn")
         for k, v in med.items():
             print(f"  {k:<22} {v:9.2f} ms")
-        ratio = lambda a, b: med[a] / med[b]
+
+        def ratio(a, b, med=med):
+            return med[a] / med[b]
         print(f"  LoRA step / full step           {ratio('LoRA step', 'full step'):.2f}   (target <= 0.80)")
         print(f"  fused op / composed op          {ratio('fused LoRA op', 'composed LoRA op'):.2f}   (target < 1)")
         print(f"  merged / base inference         {ratio('merged inference', 'base inference'):.3f}  (target <= 1.02)")

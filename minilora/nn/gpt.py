@@ -24,7 +24,9 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .. import ops
-from ..tensor import Tensor, no_grad
+from ..ops.fused_attention import attention_probs, heads, single_thread_blas
+from ..tensor import Tensor, is_grad_enabled, no_grad
+from .kv_cache import KVCache, LayerKV
 from .layers import Dropout, Embedding, LayerNorm, Linear
 from .module import Module
 
@@ -74,15 +76,33 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(config.dropout, rng)
         self.rng = rng
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, T, C) -> (B, T, C)."""
+    def forward(self, x: Tensor, kv_cache: LayerKV | None = None) -> Tensor:
+        """x (B, T, C) -> (B, T, C). With kv_cache (inference, no_grad only): x holds the positions
+        after those cached; their keys and values are appended and they attend to all cached ones."""
         qkv = self.c_attn(x)                                       # (B, T, 3C)
+        if kv_cache is not None:
+            return self.c_proj(Tensor(self._attend_cached(qkv.data, kv_cache)))
         mask = None
         if self.training and self.p > 0:
             B, T, _ = x.shape
             mask = self.rng.random((B, self.n_head, T, T)) >= self.p  # attention-probability dropout
         y = ops.attention(qkv, self.n_head, mask, self.p)          # (B, T, C)
         return self.resid_dropout(self.c_proj(y))                  # (B, T, C)
+
+    def _attend_cached(self, qkv: np.ndarray, kv_cache: LayerKV) -> np.ndarray:
+        """qkv (B, Tq, 3C) of positions t0 .. t0+Tq-1 (t0 = kv_cache.length) -> y (B, Tq, C).
+
+        The same arithmetic as `ops.attention`'s forward (`attention_probs`), on the cached keys."""
+        if is_grad_enabled():
+            raise RuntimeError("the KV cache is for inference: call the model under minilora.no_grad()")
+        Bsz, Tq, C3 = qkv.shape
+        t0 = kv_cache.length
+        q, k, v = heads(qkv, Bsz, Tq, 3, self.n_head)              # 3 x (B, nh, Tq, hs)
+        K, V = kv_cache.append(k, v)                               # (B, nh, t0 + Tq, hs)
+        att = attention_probs(q, K, qkv.dtype.type(1.0 / math.sqrt(q.shape[-1])), offset=t0)
+        with single_thread_blas():
+            y = att @ V                                            # (B, nh, Tq, hs)
+        return y.transpose(0, 2, 1, 3).reshape(Bsz, Tq, C3 // 3)
 
 
 class MLP(Module):
@@ -110,9 +130,10 @@ class Block(Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, dtype=dtype)
         self.mlp = MLP(config, dtype, rng)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, T, C) -> (B, T, C)."""
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: Tensor, kv_cache: LayerKV | None = None) -> Tensor:
+        """x (B, T, C) -> (B, T, C); kv_cache: this layer's cache (see CausalSelfAttention.forward)."""
+        a = self.ln_1(x)
+        x = x + (self.attn(a) if kv_cache is None else self.attn(a, kv_cache=kv_cache))
         return x + self.mlp(self.ln_2(x))
 
 
@@ -214,21 +235,43 @@ class GPT(Module):
             raise ValueError(f"GPT: sequence length {idx.shape[1]} must be in [1, block_size={self.config.block_size}]")
         return idx
 
-    def forward(self, idx: np.ndarray | Tensor, targets: np.ndarray | None = None) -> tuple[Tensor, Tensor | None]:
-        """idx (B, T) ints -> (logits (B, T, V), loss or None); see the class docstring."""
+    def forward(self, idx: np.ndarray | Tensor, targets: np.ndarray | None = None,
+                kv_cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
+        """idx (B, T) ints -> (logits (B, T, V), loss or None); see the class docstring.
+
+        kv_cache: optional KVCache (inference under no_grad): idx holds the positions after the
+        kv_cache.length cached ones (position embeddings start there); their keys and values are
+        added to the cache. Raises ValueError if the cache's batch or capacity does not fit.
+        """
         idx = self._check_idx(idx)
         T = idx.shape[1]
+        t0 = 0
+        if kv_cache is not None:
+            t0 = kv_cache.length
+            if len(kv_cache.layers) != self.config.n_layer or kv_cache.layers[0].k.shape[0] != idx.shape[0] \
+                    or t0 + T > self.config.block_size:
+                raise ValueError(f"GPT: a KV cache of {len(kv_cache.layers)} layers, batch "
+                                 f"{kv_cache.layers[0].k.shape[0]} and {t0} cached positions does not fit "
+                                 f"{T} new positions of batch {idx.shape[0]} (n_layer {self.config.n_layer}, "
+                                 f"block_size {self.config.block_size})")
         tr = self.transformer
-        x = tr.drop(tr.wte(idx) + tr.wpe(np.arange(T)))            # (B, T, C)
-        for block in tr.h:
-            x = block(x)                                           # (B, T, C)
+        x = tr.drop(tr.wte(idx) + tr.wpe(np.arange(t0, t0 + T)))   # (B, T, C)
+        for i, block in enumerate(tr.h):
+            x = block(x) if kv_cache is None else block(x, kv_cache=kv_cache.layers[i])   # (B, T, C)
         logits = self.lm_head(tr.ln_f(x))                          # (B, T, V)
         loss = None if targets is None else ops.cross_entropy(logits, np.asarray(targets))
         return logits, loss
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 seed: int | np.random.Generator | None = None) -> np.ndarray:
+                 seed: int | np.random.Generator | None = None, use_cache: bool = True) -> np.ndarray:
         """Sample max_new_tokens tokens after idx (B, T0), cropping the context to block_size.
+
+        With use_cache (the default) a `KVCache` keeps every layer's keys and values, so each new
+        token runs one position through the model instead of the whole context (same tokens as
+        use_cache=False; logits equal to float32 rounding). Once the context exceeds block_size the
+        window slides, every position embedding changes, and the cache is refilled from the cropped
+        context at each token (as costly as use_cache=False). Models that call GPT.generate with
+        their own forward (prompt and prefix tuning, `minilora.peft`) run without the cache.
 
         Args:
             idx: int token ids (B, T0), any T0 >= 1 (only the last block_size are read).
@@ -236,6 +279,7 @@ class GPT(Module):
             temperature: finite real >= 0; > 0 divides the logits, 0 means greedy (argmax).
             top_k: None (all tokens) or int >= 1: keep only the k most likely tokens.
             seed: None, an int >= 0 or a np.random.Generator, for the sampling (same seed, same text).
+            use_cache: bool, keep keys and values between tokens (see above).
         Returns:
             int64 array (B, T0 + max_new_tokens).
         Raises:
@@ -248,13 +292,25 @@ class GPT(Module):
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         self._check_idx(idx[:, -self.config.block_size:] if idx.ndim == 2 else idx)  # a longer prompt is cropped below
         idx = np.array(idx, dtype=np.int64)
+        if not isinstance(use_cache, (bool, np.bool_)):
+            raise TypeError(f"generate: use_cache must be True or False, got {use_cache!r}")
+        if not isinstance(self, GPT):        # a wrapper whose own forward adds positions (prompt or prefix
+            use_cache = False                # tuning calls GPT.generate on itself): no cache, as before
         rng = np.random.default_rng(seed)
+        bs = self.config.block_size
         was_training = self.training
         self.eval()
         try:
             with no_grad():
+                cache = None
                 for _ in range(max_new_tokens):
-                    logits, _ = self(idx[:, -self.config.block_size:])
+                    if not use_cache:
+                        logits, _ = self(idx[:, -bs:])
+                    elif cache is None or cache.length >= bs:           # start, or the window slid
+                        cache = KVCache.for_model(self, idx.shape[0])
+                        logits, _ = self(idx[:, -bs:], kv_cache=cache)
+                    else:
+                        logits, _ = self(idx[:, -1:], kv_cache=cache)   # one new position
                     z = logits.data[:, -1, :].astype(np.float64)      # (B, V)
                     if temperature == 0:
                         nxt = z.argmax(axis=-1)

@@ -289,8 +289,8 @@ class GELU(Function):
     @staticmethod
     def forward(ctx, x):
         shape, x = x.shape, x.reshape(-1)                         # 1-D, so 0-d inputs stay arrays
-        x2 = x * x                                                # saved for backward
-        s = x2 * 0.044715
+        s = x * x
+        s *= 0.044715
         s += 1
         s *= x
         s *= -2 * _GELU_C                                         # -2u
@@ -298,17 +298,18 @@ class GELU(Function):
             np.exp(s, out=s)
         s += 1
         np.reciprocal(s, out=s)                                   # s = sigmoid(2u)
-        ctx.save_for_backward(x, x2, s)
+        ctx.save_for_backward(x, s)                               # x^2 is recomputed: one (N,) array less kept
         ctx.shape = shape
         return (x * s).reshape(shape)
 
     @staticmethod
     def backward(ctx, g):
-        x, x2, s = ctx.saved
+        x, s = ctx.saved
         d = 1 - s
         d *= s                                                    # s (1 - s)
         d *= x
-        a = x2 * (3 * 0.044715)
+        a = x * x
+        a *= 3 * 0.044715
         a += 1
         d *= a
         d *= 2 * _GELU_C

@@ -35,7 +35,8 @@ class LayerNorm(Function):
         xc = _centre(x, (x.ndim - 1,))                            # a constant row gives exactly 0
         var = (xc * xc).mean(axis=-1, keepdims=True)
         rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))
-        xhat = xc * rstd
+        xhat = xc
+        xhat *= rstd                                              # in place: xc is this op's own array
         ctx.save_for_backward(xhat, rstd, w)
         y = xhat * w
         if b is not None:
@@ -49,8 +50,14 @@ class LayerNorm(Function):
         C = xhat.shape[-1]
         dx = None
         if need[0]:
-            gh = g * w
-            dx = rstd * (gh - gh.mean(axis=-1, keepdims=True) - xhat * (gh * xhat).mean(axis=-1, keepdims=True))
+            gh = g * w                                            # the same arithmetic as
+            t = gh * xhat                                         # rstd * (gh - mean(gh) - xhat * mean(gh xhat)),
+            m2 = t.mean(axis=-1, keepdims=True)                   # in two scratch arrays instead of six
+            gh -= gh.mean(axis=-1, keepdims=True)
+            np.multiply(xhat, m2, out=t)
+            gh -= t
+            gh *= rstd
+            dx = gh
         g2 = g.reshape(-1, C)                                     # sums over rows: pairwise in float32
         dw = reduce_sum(g2 * xhat.reshape(-1, C), 0) if need[1] else None
         if len(need) == 2:
