@@ -431,3 +431,15 @@ def test_add_drill_cells_is_idempotent_and_the_cell_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert time.perf_counter() - t0 < 5.0
     assert r.stdout.count("answer: ") == 3 and "reference answers accepted" in r.stdout
+
+
+def test_every_lesson_notebook_ends_with_its_drill_cells():
+    """Issue 16: each lesson ends with three drill questions on its topic. A new lesson fails here until it
+    has a LESSON_TOPICS entry and `python tools/add_drill_cells.py` has been run."""
+    nbformat = pytest.importorskip("nbformat")
+    for path in sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb")):
+        assert int(path.name[:2]) in drill.LESSON_TOPICS, path.name
+        nb = nbformat.read(path, as_version=4)
+        tags = [c.metadata.get("tags", []) for c in nb.cells[-2:]]
+        assert all("drill" in t for t in tags), f"{path.name}: run python tools/add_drill_cells.py"
+        assert f"lesson_questions({int(path.name[:2])})" in nb.cells[-1].source, path.name
