@@ -299,8 +299,11 @@ def test_real_ctrl_c_ends_with_the_score(tmp_path):
     import signal
 
     env = dict(os.environ, MINILORA_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    # A job started in the background by a non-interactive shell (nohup, `&`, some CI runners) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the child the default.
     p = subprocess.Popen([sys.executable, "-m", "minilora", "drill", "--seed", "2", "--count", "3"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = "x"
         while line and not line.startswith("Q1/"):      # "" is end of file: the child died early
