@@ -73,7 +73,12 @@ def _ref(name):
 
 
 def make(name, summary, outputs, strategy, edge_cases, hint) -> Exercise:
+    """One catalog entry: the Exercise whose reference is `solutions/<name>.py`'s function `<name>`.
+
+    Args: name (str), summary (one line), outputs (names of the returned arrays, in order), strategy
+    (a hypothesis strategy drawing the inputs as a dict), edge_cases ((label, () -> inputs dict)
+    pairs), hint (Failure -> str | None). Raises ModuleNotFoundError/AttributeError for a missing
+    reference solution (at import, so a catalog slip fails loudly).
+    """
     return Exercise(name=name, summary=summary, reference=_ref(name), outputs=tuple(outputs),
                     strategy=strategy, edge_cases=tuple(edge_cases), hint_for_failure=hint)
-
-
