@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import io as mio
 from ..nn.layers import Linear
-from ..nn.module import Module, Parameter
+from ..nn.module import ModelWrapper, Module, Parameter
 from . import adapter_io
 from .adapter_io import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 from .adapters import DEFAULT_ADAPTER, NamedAdaptersMixin
@@ -205,7 +205,7 @@ def base_state_dict(model: Module) -> OrderedDict[str, np.ndarray]:
 
 # --------------------------------------------------------------------------- the wrapper
 
-class LoraModel(NamedAdaptersMixin, Module):
+class LoraModel(NamedAdaptersMixin, ModelWrapper):
     """A GPT with LoRA layers injected (in place), frozen except for the adapters.
 
     Args:
@@ -237,31 +237,7 @@ class LoraModel(NamedAdaptersMixin, Module):
         self.base_fingerprint = mio.fingerprint(base_state_dict(model))
         self.train(model.training)
 
-    # ---- transparency: the wrapped model's names, attributes and calls --------------------------
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        yield prefix, self
-        yield from self.base_model.named_modules(prefix)
-
-    def get_submodule(self, name: str) -> Module:
-        return self.base_model.get_submodule(name)
-
-    def set_submodule(self, name: str, module: Module) -> None:
-        self.base_model.set_submodule(name, module)
-
-    def __getattr__(self, name):  # only called when normal lookup fails
-        base = self.__dict__.get("base_model")
-        if base is None:
-            raise AttributeError(name)
-        return getattr(base, name)
-
-    config = property(lambda self: self.base_model.config, doc="The wrapped model's config (GPTConfig).")
-    dtype = property(lambda self: self.base_model.dtype, doc="The wrapped model's dtype.")
-
-    @property
-    def rng(self) -> np.random.Generator:
-        """The wrapped model's generator (dropout, LoRA dropout)."""
-        return self.base_model.rng
-
+    # ---- the wrapped model's names, attributes and calls: nn.ModelWrapper ---------------------
     def forward(self, *args: Any, adapter_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """Delegates to the wrapped model: `logits, loss = model(idx, targets=None)`.
 

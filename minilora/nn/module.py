@@ -220,3 +220,42 @@ class Module:
             sub = repr(m).replace("\n", "\n  ")
             lines.append(f"  ({name}): {sub}")
         return "\n".join(lines) + (")" if len(lines) == 1 else "\n)")
+
+
+class ModelWrapper(Module):
+    """A Module around `self.base_model` that answers with the wrapped model's names and attributes.
+
+    PEFT's wrappers (LoraModel, the baselines' PeftModel) hold the GPT as `base_model` but report its
+    own parameter and module names, with no `base_model.` prefix, so files carry the names the field
+    uses. Modules of the wrapper's own (e.g. a prompt encoder) keep their own names. Attribute reads
+    that miss fall through to the wrapped model; `config`, `dtype` and `rng` are the wrapped model's.
+    """
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(name, module) pairs: this wrapper, the wrapped model's modules under their own names,
+        then the wrapper's own modules."""
+        yield prefix, self
+        yield from self.base_model.named_modules(prefix)
+        for name, m in self._modules.items():
+            if name != "base_model":
+                yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def get_submodule(self, name: str) -> Module:
+        """The submodule at a dotted name: one of the wrapper's own, else the wrapped model's."""
+        head = name.split(".")[0]
+        own = head in self._modules and head != "base_model"
+        return Module.get_submodule(self, name) if own or not name else self.base_model.get_submodule(name)
+
+    def set_submodule(self, name: str, module: Module) -> None:
+        """Replace a submodule of the wrapped model (a Linear by a LoRALinear, ...)."""
+        self.base_model.set_submodule(name, module)
+
+    def __getattr__(self, name):  # only called when normal lookup fails
+        base = self.__dict__.get("base_model")
+        if base is None:
+            raise AttributeError(name)
+        return getattr(base, name)
+
+    config = property(lambda self: self.base_model.config, doc="The wrapped model's config (GPTConfig).")
+    dtype = property(lambda self: self.base_model.dtype, doc="The wrapped model's dtype.")
+    rng = property(lambda self: self.base_model.rng, doc="The wrapped model's generator (dropout, LoRA dropout).")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from .. import io as mio
 from ..nn.gpt import GPT
-from ..nn.module import Module, Parameter
+from ..nn.module import ModelWrapper, Module, Parameter
 
 __all__ = ["PeftModel", "replace_module", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "read_peft_adapter"]
 
@@ -44,7 +43,7 @@ def replace_module(model: Module, name: str, new: Module) -> None:
         parent._modules.move_to_end(k)
 
 
-class PeftModel(Module):
+class PeftModel(ModelWrapper):
     """Base class of the baselines' models. Subclasses set `peft_type`, implement `_inject` (change
     the GPT, add own modules) and `_is_adapter(name)` (which parameters train), and may override
     `forward`, `adapter_state` / `_load_state`, `merge_adapter` / `unmerge_adapter` / `merge_and_unload`.
@@ -80,32 +79,7 @@ class PeftModel(Module):
     def _is_adapter(self, name: str) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # ---- transparency (as LoraModel) --------------------------------------------------------
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        yield prefix, self
-        yield from self.base_model.named_modules(prefix)
-        for name, m in self._modules.items():
-            if name != "base_model":
-                yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
-
-    def get_submodule(self, name: str) -> Module:
-        """The submodule at a dotted name: the GPT's names, or this model's own (`prompt_encoder...`)."""
-        own = name.split(".")[0] in self._modules and name.split(".")[0] != "base_model"
-        return Module.get_submodule(self, name) if own or not name else self.base_model.get_submodule(name)
-
-    def set_submodule(self, name: str, module: Module) -> None:
-        self.base_model.set_submodule(name, module)
-
-    def __getattr__(self, name):  # only called when normal lookup fails
-        base = self.__dict__.get("base_model")
-        if base is None:
-            raise AttributeError(name)
-        return getattr(base, name)
-
-    config = property(lambda self: self.base_model.config, doc="The GPT's config.")
-    dtype = property(lambda self: self.base_model.dtype, doc="The GPT's dtype.")
-    rng = property(lambda self: self.base_model.rng, doc="The GPT's generator (dropout).")
-
+    # ---- the GPT's names, attributes and calls: nn.ModelWrapper ------------------------------
     @property
     def sequence_tokens_used(self) -> int:
         """How many of the block_size positions the method takes from the user (P for soft prompts)."""
